@@ -1,0 +1,32 @@
+"""Test sessions of the monorepo: one per package, plus lint.
+
+    nox                 # the default set: lint + every package's tests (what CI runs)
+    nox -s core         # one package
+    nox -R -s core      # reuse the session's venv without reinstalling (fast local iteration)
+
+Each session installs its package (not editable, so packaging mistakes show) with its test
+extras into a venv of its own. Sessions with torch add `-c constraints/torch.txt` so the local
+CPU build of torch 2.13.0 is used and nothing can pull torchvision.
+"""
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "core"]
+nox.options.reuse_venv = "no"
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", "packages", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """tao-core alone: its venv has neither torch nor tensorflow, which a test asserts."""
+    session.install("./packages/tao-core[test]")
+    session.run(
+        "pytest", "packages/tao-core/tests", "-q", *session.posargs,
+        env={"TAO_EXPECT_NO_FRAMEWORKS": "1"},
+    )

@@ -1,0 +1,35 @@
+"""How every command line of the project reports errors.
+
+A `TaoUserError` (bad spec, missing file, wrong key) is printed as its message alone and the
+process exits 1. Anything else is a bug: the traceback is kept. `--debug` on the command line
+or TAO_DEBUG=1 in the environment shows the full traceback for user errors too.
+"""
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from tao_core.errors import TaoUserError
+
+
+def debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("TAO_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Call fn(argv) and turn user errors into one clear message and exit code 1."""
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return int(fn(argv) or 0)
+    except TaoUserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,8 @@
+"""Detection metrics shared by the networks (numpy / faster-coco-eval only; no torch, no tensorflow).
+
+- `tao_core.metrics.coco.evaluate`: COCO mAP (bbox or segm), identical to pycocotools.
+- `tao_core.metrics.detectnet.evaluate_detections`: DetectNet_v2 / KITTI-style per-class AP
+  (SAMPLE = VOC2007 11-point, INTEGRATE = VOC2010+ area under the precision envelope).
+
+Submodules are imported lazily by the caller so that importing `tao_core.metrics` stays cheap.
+"""

@@ -1,0 +1,1 @@
+"""Drawing detections and writing inference outputs (images_annotated/, labels/)."""
