@@ -135,14 +135,10 @@ def decrypt_bytes(blob: bytes, key: str | bytes, source: str | os.PathLike | Non
     expected = HEADER_LEN + length + TAG_LEN
     if len(blob) != expected:
         state = "truncated" if len(blob) < expected else "has trailing bytes"
-        raise CorruptFileError(
-            f"{where}corrupt encrypted file: {state} ({len(blob)} bytes, expected {expected})"
-        )
+        raise CorruptFileError(f"{where}corrupt encrypted file: {state} ({len(blob)} bytes, expected {expected})")
     aes_key, wanted_check = _derive(raw_key, salt, log2_n, r, p)
     if not hmac.compare_digest(wanted_check, check):
-        raise WrongKeyError(
-            f"{where}wrong key: the key given with -k is not the one this model was encrypted with"
-        )
+        raise WrongKeyError(f"{where}wrong key: the key given with -k is not the one this model was encrypted with")
     try:
         return AESGCM(aes_key).decrypt(nonce, blob[HEADER_LEN:], blob[:HEADER_LEN])
     except InvalidTag:

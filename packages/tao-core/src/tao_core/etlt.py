@@ -38,8 +38,7 @@ def decode_etlt(blob: bytes, key: str | bytes, source: str | os.PathLike | None 
     (name_len,) = _LEN.unpack_from(blob)
     if name_len < 0 or _LEN.size + name_len > len(blob):
         raise CorruptFileError(
-            f"{where}not a valid .etlt file: input-name length {name_len} does not fit in a "
-            f"{len(blob)}-byte file"
+            f"{where}not a valid .etlt file: input-name length {name_len} does not fit in a {len(blob)}-byte file"
         )
     try:
         name = blob[_LEN.size : _LEN.size + name_len].decode("utf-8")

@@ -6,7 +6,6 @@ import re
 from datetime import datetime, timedelta
 
 import pytest
-
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.results import Status, StatusLogger, Verbosity, format_eta, setup_task_logging, task_run
 
@@ -32,8 +31,17 @@ def test_record_layout_matches_tao(tmp_path):
     )
     (rec,) = lines(tmp_path / "train" / "status.json")
     assert list(rec) == [
-        "date", "time", "status", "verbosity", "message", "epoch", "max_epoch", "eta",
-        "graphical", "kpi", "step",
+        "date",
+        "time",
+        "status",
+        "verbosity",
+        "message",
+        "epoch",
+        "max_epoch",
+        "eta",
+        "graphical",
+        "kpi",
+        "step",
     ]
     assert rec["date"] == "7/4/2025" and rec["time"] == "9:5:3"  # TAO: no zero padding
     assert rec["status"] == "RUNNING" and rec["verbosity"] == "INFO"
@@ -51,6 +59,11 @@ def test_eta_forms():
 def test_unknown_status_rejected(tmp_path):
     with pytest.raises(ValueError):
         StatusLogger(tmp_path, "train", enabled=True).write("DONE")
+
+
+def test_extra_field_cannot_replace_required_one(tmp_path):
+    with pytest.raises(ValueError, match="given twice"):
+        StatusLogger(tmp_path, "train", enabled=True).write(Status.RUNNING, "x", date="yesterday")
 
 
 def test_enum_order_is_taos():
@@ -100,7 +113,7 @@ def test_task_run_multi_line_user_error_collapsed(tmp_path):
 def test_task_run_other_exception_named(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with task_run(tmp_path, "train", enabled=True):
-            1 / 0
+            _ = 1 / 0
     last = lines(tmp_path / "train" / "status.json")[-1]
     assert last["status"] == "FAILURE" and last["message"] == "ZeroDivisionError: division by zero"
 

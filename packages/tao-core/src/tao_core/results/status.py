@@ -33,7 +33,7 @@ import math
 import os
 import sys
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -43,7 +43,7 @@ STATUS_FILENAME = "status.json"
 _LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"  # TAO's console layout
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Task state; declared in TAO's enum order (SUCCESS=0 ... SKIPPED=4)."""
 
     SUCCESS = "SUCCESS"
@@ -53,7 +53,7 @@ class Status(str, Enum):
     SKIPPED = "SKIPPED"
 
 
-class Verbosity(str, Enum):
+class Verbosity(StrEnum):
     DISABLE = "DISABLE"
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -157,6 +157,9 @@ class StatusLogger:
                 rec[key] = dict(value)
         if kpi:
             rec["kpi"] = {str(k): _finite_or_str(v) for k, v in kpi.items()}
+        clash = sorted(set(extra) & set(rec))
+        if clash:  # an extra field must not silently replace date/status/kpi...
+            raise ValueError(f"status fields given twice: {clash}")
         rec.update(extra)
         return rec
 
@@ -174,7 +177,7 @@ class StatusLogger:
         try:
             view = memoryview(data)
             while view:  # a regular file takes it in one call; loop only for a short write
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
