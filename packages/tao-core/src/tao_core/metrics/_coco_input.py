@@ -36,7 +36,9 @@ def check_ground_truth(gt: dict, iou_type: str) -> None:
         if missing:
             raise TaoUserError(f"ground-truth annotation {ann.get('id', '?')} lacks {missing}")
         if ann["image_id"] not in image_ids:
-            raise TaoUserError(f"ground-truth annotation {ann.get('id', '?')} refers to unknown image {ann['image_id']}")
+            raise TaoUserError(
+                f"ground-truth annotation {ann.get('id', '?')} refers to unknown image {ann['image_id']}"
+            )
 
 
 def normalise_detections(raw: list, gt: dict, iou_type: str) -> list[dict]:

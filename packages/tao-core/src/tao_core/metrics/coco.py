@@ -79,7 +79,9 @@ def _load_detections(source: str | PathLike | Sequence[Mapping[str, Any]]) -> li
     if isinstance(source, (str, PathLike)):
         data = _read_json(source, "detections")
         if not isinstance(data, list):
-            raise TaoUserError(f"detections file {source} must hold a json list of results, not a {type(data).__name__}")
+            raise TaoUserError(
+                f"detections file {source} must hold a json list of results, not a {type(data).__name__}"
+            )
         return data
     if isinstance(source, Sequence):
         return list(source)
