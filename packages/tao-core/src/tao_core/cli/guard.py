@@ -21,8 +21,8 @@ def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """Call fn(argv) and turn user errors into one clear message and exit code 1."""
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s")
+    if debug:
+        logging.getLogger().setLevel(logging.DEBUG)
     try:
         return int(fn(argv) or 0)
     except TaoUserError as err:

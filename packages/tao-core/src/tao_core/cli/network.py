@@ -136,7 +136,7 @@ class YamlNetworkCli(_NetworkCliBase):
         return args, cfg
 
     def run(self, task: str, argv: list[str]) -> int:
-        from tao_core.results import task_run
+        from tao_core.results import setup_task_logging, task_run
         from tao_core.spec import save_experiment
 
         fn = self.resolve_task(task)
@@ -146,6 +146,8 @@ class YamlNetworkCli(_NetworkCliBase):
             raise SpecError("results_dir", None, "a folder for the results: set results_dir in the spec or pass -r")
         save_experiment(cfg, results_dir, task)
         task_dir = os.path.join(results_dir, task)
+        section = cfg.get(task)
+        setup_task_logging(results_dir, task, verbose=bool(section is not None and section.get("verbose")))
         with task_run(results_dir, task, network=self.network) as status:
             ctx = TaskContext(self.network, task, task_dir, args.key or cfg.get("encryption_key"), status, argv)
             fn(cfg, ctx)

@@ -1,0 +1,1 @@
+"""Command lines: the `tao` launcher and the per-network task runners."""
