@@ -67,7 +67,7 @@ def parse_kitti_line(line: str, where: str = "<string>", lowercase: bool = True)
     if len(parts) not in (15, 16):
         raise TaoUserError(f"{where}: found {len(parts)} fields; expected {_EXPECTED}")
     values: list[float] = []
-    for name, text in zip(_NUMERIC_FIELDS, parts[1:]):
+    for name, text in zip(_NUMERIC_FIELDS, parts[1:], strict=False):
         try:
             values.append(float(text))
         except ValueError:

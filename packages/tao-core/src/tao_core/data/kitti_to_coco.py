@@ -43,8 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
+from tao_core.data.images import image_size
 from tao_core.data.kitti import (
     KittiObject,
     map_classes,
@@ -73,8 +72,6 @@ DEFAULT_TARGET_CLASS_MAPPING: dict[str, str] = {
 }
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED = {5, 6, 7, 8}  # orientations that rotate by 90 degrees, swapping width and height
 
 
 @dataclass(frozen=True)
@@ -141,47 +138,60 @@ def kitti_to_coco_shards(
         per_source.append(frames)
         skipped += n_unmapped
     categories = _categories(mapping)
-    cat_ids = {c["name"]: c["id"] for c in categories}
 
     # Pass 2: assign ids in output order and build every shard in memory.
     outputs: list[tuple[Path, dict]] = []
-    image_id = ann_id = dropped = 0
-    for source, frames in zip(sources, per_source):
+    ids = _Ids()
+    for source, frames in zip(sources, per_source, strict=True):
         for fold, fold_frames in enumerate(_chunks(frames, num_partitions)):
             for shard, shard_frames in enumerate(_chunks(fold_frames, num_shards)):
-                images, anns = [], []
-                for file_name, (width, height), objects in shard_frames:
-                    image_id += 1
-                    images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-                    for obj in objects:
-                        w, h = obj.x2 - obj.x1, obj.y2 - obj.y1
-                        if w <= 0 or h <= 0:
-                            dropped += 1
-                            continue
-                        ann_id += 1
-                        anns.append({
-                            "id": ann_id,
-                            "image_id": image_id,
-                            "category_id": cat_ids[obj.type],
-                            "bbox": [obj.x1, obj.y1, w, h],
-                            "area": w * h,
-                            "iscrowd": 0,
-                        })
-                path = Path(results_dir) / source.name / _shard_name(
-                    source.name, fold, num_partitions, shard, num_shards
-                )
-                outputs.append((path, {"images": images, "annotations": anns, "categories": categories}))
+                name = _shard_name(source.name, fold, num_partitions, shard, num_shards)
+                doc = _coco_doc(shard_frames, categories, ids)
+                outputs.append((Path(results_dir) / source.name / name, doc))
 
     for path, doc in outputs:
         atomic_write_text(path, json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
     return ConvertSummary(
         files=[p for p, _ in outputs],
-        num_images=image_id,
-        num_annotations=ann_id,
+        num_images=ids.image,
+        num_annotations=ids.annotation,
         categories=categories,
-        dropped_degenerate=dropped,
+        dropped_degenerate=ids.dropped,
         skipped_unmapped=skipped,
     )
+
+
+@dataclass
+class _Ids:
+    """Last image / annotation id used, shared by all shards of one run so ids never repeat."""
+
+    image: int = 0
+    annotation: int = 0
+    dropped: int = 0
+
+
+def _coco_doc(frames, categories: list[dict], ids: _Ids) -> dict:
+    cat_ids = {c["name"]: c["id"] for c in categories}
+    images, anns = [], []
+    for file_name, (width, height), objects in frames:
+        ids.image += 1
+        images.append({"id": ids.image, "file_name": file_name, "height": height, "width": width})
+        for obj in objects:
+            # Rounded so x2 - x1 float noise (98.33000000000004) does not reach the json.
+            w, h = round(obj.x2 - obj.x1, 6), round(obj.y2 - obj.y1, 6)
+            if w <= 0 or h <= 0:
+                ids.dropped += 1
+                continue
+            ids.annotation += 1
+            anns.append({
+                "id": ids.annotation,
+                "image_id": ids.image,
+                "category_id": cat_ids[obj.type],
+                "bbox": [obj.x1, obj.y1, w, h],
+                "area": round(w * h, 6),
+                "iscrowd": 0,
+            })
+    return {"images": images, "annotations": anns, "categories": categories}
 
 
 def load_mapping(mapping_path: str | os.PathLike | None) -> dict[str, str]:
@@ -228,7 +238,7 @@ def read_input_source(
     if len(set(folders)) != len(folders):
         raise TaoUserError(f"input_source: {path} lists the same folder twice")
     names = _unique_names([line for line, _ in lines])
-    return [_Source(line, folder, name) for (line, folder), name in zip(lines, names)]
+    return [_Source(line, folder, name) for (line, folder), name in zip(lines, names, strict=True)]
 
 
 def _unique_names(lines: list[str]) -> list[str]:
@@ -278,21 +288,8 @@ def _read_source(source: _Source, image_dir_name: str, label_dir_name: str, exts
         objects: list[KittiObject] = read_kitti_labels(label_dir / (img.stem + ".txt"))
         kept = map_classes(objects, mapping)
         unmapped += len(objects) - len(kept)
-        frames.append(((prefix / img.name).as_posix(), _image_size(img), kept))
+        frames.append(((prefix / img.name).as_posix(), image_size(img), kept))
     return frames, unmapped
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as displayed: header-only read, EXIF rotation applied."""
-    # TODO(dedupe): replace with tao_core.data.images.image_size once it exists.
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED:
-                width, height = height, width
-    except (UnidentifiedImageError, OSError) as e:
-        raise TaoUserError(f"{path}: cannot read image header ({e})") from None
-    return width, height
 
 
 def _categories(mapping: Mapping[str, str]) -> list[dict]:

@@ -104,7 +104,7 @@ def draw_detections(
     canvas = to_pil_rgb(image)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for i, (box, name) in enumerate(zip(boxes, class_names)):
+    for i, (box, name) in enumerate(zip(boxes, class_names, strict=True)):
         color = class_color(name, colors)
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=int(outline_width))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tao_core.data.images import load_image_rgb
 from tao_core.data.kitti import KittiObject, write_kitti_labels
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_bytes
@@ -73,8 +74,7 @@ class InferenceWriter:
 
         src = Path(image_path)
         if image is None:
-            with Image.open(src) as im:
-                image = im.convert("RGB")
+            image = load_image_rgb(src)  # EXIF-upright, as the boxes were predicted on
         annotated = draw_detections(
             image, kept_boxes, kept_names, kept_scores,
             color_map=self.color_map, outline_width=self.outline_width,
@@ -87,7 +87,7 @@ class InferenceWriter:
 
         objects = [
             KittiObject(type=n, bbox=tuple(float(v) for v in b), score=float(s))
-            for b, s, n in zip(kept_boxes, kept_scores, kept_names)
+            for b, s, n in zip(kept_boxes, kept_scores, kept_names, strict=True)
         ]
         label_out = self.labels_dir / (src.stem + ".txt")
         write_kitti_labels(label_out, objects)
