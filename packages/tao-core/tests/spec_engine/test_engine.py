@@ -155,7 +155,7 @@ def test_unknown_task_and_missing_file(tmp_path):
 
 def test_template_loads_back_to_the_defaults():
     text = SPEC.template("export")
-    assert "lr_scheduler: MultiStep  # Schedule.; options: ['MultiStep', 'StepLR']" in text
+    assert "lr_scheduler: MultiStep  # Schedule; options: ['MultiStep', 'StepLR']" in text
     assert SPEC.load("export", text=text) == SPEC.defaults("export")
 
 

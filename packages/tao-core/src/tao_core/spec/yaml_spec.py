@@ -103,7 +103,7 @@ def _yaml_scalar(value) -> str:
 
 
 def _comment(meta: dict) -> str:
-    parts = [meta.get("description") or ""]
+    parts = [(meta.get("description") or "").rstrip(".")]
     if meta.get("options") is not None:
         parts.append(f"options: {meta['options']}")
     if meta.get("item_options") is not None:
