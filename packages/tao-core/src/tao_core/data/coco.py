@@ -139,8 +139,8 @@ def _parse_file(json_file: str, need_size: bool) -> dict:
             cid, name = _int(c["id"]), c["name"]
             if not isinstance(name, str):
                 raise TypeError
-        except (KeyError, TypeError):
-            p.add(f"categories[{k}]: needs integer 'id' and string 'name', got {c!r}")
+        except (KeyError, TypeError, OverflowError):
+            p.add(f"categories[{k}]: needs integer 'id' and string 'name', got {c!r:.200}")
             continue
         if cid in cats:
             p.add(f"categories[{k}]: duplicate category id {cid}")
@@ -161,8 +161,8 @@ def _parse_file(json_file: str, need_size: bool) -> dict:
         except KeyError as e:
             p.add(f"images[{k}]: missing required key {e}")
             continue
-        except (TypeError, AttributeError):
-            p.add(f"images[{k}]: needs integer 'id', non-empty 'file_name' and positive integer width/height, got {im!r}")
+        except (TypeError, AttributeError, OverflowError):
+            p.add(f"images[{k}]: needs integer 'id', non-empty 'file_name' and positive integer width/height, got {im!r:.200}")
             continue
         if iid in seen_img:
             p.add(f"images[{k}]: duplicate image id {iid}")
@@ -189,7 +189,7 @@ def _parse_file(json_file: str, need_size: bool) -> dict:
             segm[k] = a.get("segmentation")
         except KeyError as e:
             p.add(f"annotations[{k}] (id {a.get('id') if isinstance(a, dict) else '?'}): missing required key {e}")
-        except (TypeError, AttributeError):
+        except (TypeError, AttributeError, OverflowError):
             p.add(
                 f"annotations[{k}]: needs integer id/image_id/category_id and bbox [x, y, width, height] "
                 f"of finite numbers, got {a!r:.200}"
@@ -220,7 +220,7 @@ def _parse_file(json_file: str, need_size: bool) -> dict:
 def _merge_categories(files: list[dict], json_files: list[str], num_classes: int | None) -> list[dict]:
     """Check category ids against num_classes across all sources; return the categories kept."""
     merged: dict[int, tuple[dict, str]] = {}
-    for f, jf in zip(files, json_files):
+    for f, jf in zip(files, json_files, strict=True):
         for cid, c in f["categories"].items():
             if cid in merged and merged[cid][0]["name"] != c["name"]:
                 raise TaoUserError(
@@ -231,9 +231,9 @@ def _merge_categories(files: list[dict], json_files: list[str], num_classes: int
 
     used: Counter = Counter()
     where: dict[int, str] = {}
-    for f, jf in zip(files, json_files):
+    for f, jf in zip(files, json_files, strict=True):
         ids, counts = np.unique(f["cat_id"], return_counts=True)
-        for cid, cnt in zip(ids.tolist(), counts.tolist()):
+        for cid, cnt in zip(ids.tolist(), counts.tolist(), strict=True):
             used[cid] += cnt
             where.setdefault(cid, jf)
     max_id = max(used, default=0)
@@ -390,7 +390,7 @@ def load_coco_sources(sources: Any, num_classes: int | None, check_images: bool 
     if check_images:
         sizes = _check_images(paths, check_images == "decode", max_missing_report)
         mismatched = []
-        for (s, im), (w, h) in zip(rows, sizes):
+        for (_, im), (w, h) in zip(rows, sizes, strict=True):
             if im["width"] is not None and (im["width"], im["height"]) != (w, h):
                 mismatched.append(f"{im['file_name']} json {im['width']}x{im['height']} vs file {w}x{h}")
             im["width"], im["height"] = w, h

@@ -17,11 +17,34 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 
+def _encode(record: Any) -> bytes:
+    """Pickle a record; a dict's ndarray values travel as raw bytes.
+
+    Pickling an ndarray costs ~150 bytes of reconstructor boilerplate; a (dtype, shape, bytes)
+    triple costs ~20, which shrinks a typical detection record by a third.
+    """
+    if isinstance(record, dict):
+        arrays = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in record.items() if isinstance(v, np.ndarray)}
+        if arrays:
+            plain = {k: v for k, v in record.items() if k not in arrays}
+            return pickle.dumps((plain, arrays, list(record)), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((record, None, None), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _decode(data: memoryview) -> Any:
+    plain, arrays, order = pickle.loads(data)
+    if arrays is None:
+        return plain
+    # frombuffer over a fresh bytes object: a writable copy is made so callers may edit in place.
+    out = {**plain, **{k: np.frombuffer(b, dtype=dt).reshape(shape).copy() for k, (dt, shape, b) in arrays.items()}}
+    return {k: out[k] for k in order}
+
+
 class SerializedList:
     """Read-only list of picklable records stored as one numpy byte buffer plus end offsets."""
 
     def __init__(self, records: Iterable[Any]):
-        chunks = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in records]
+        chunks = [_encode(r) for r in records]
         # End offsets: record i spans [ends[i-1], ends[i]) (with ends[-1] read as 0 for i == 0).
         self._ends = np.cumsum(np.fromiter((len(c) for c in chunks), np.int64, len(chunks)))
         self._buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
@@ -60,7 +83,7 @@ class SerializedList:
         start = int(self._ends[idx - 1]) if idx > 0 else 0
         end = int(self._ends[idx])
         # memoryview: pickle reads straight from the shared buffer, no intermediate bytes copy.
-        return pickle.loads(memoryview(self._buf[start:end]))
+        return _decode(memoryview(self._buf[start:end]))
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
