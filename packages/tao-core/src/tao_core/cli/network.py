@@ -109,7 +109,7 @@ class YamlNetworkCli(_NetworkCliBase):
     def parse(self, task: str, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         """Parse the flags and return (args, overrides in the order they take effect)."""
         try:
-            args = self.parser(task).parse_args(argv)
+            args = self.parser(task).parse_intermixed_args(argv)
         except SystemExit as stop:
             if stop.code == 0:
                 raise

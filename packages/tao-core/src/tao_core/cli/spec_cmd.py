@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def spec_command(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_intermixed_args(argv)
     except SystemExit as stop:
         if stop.code == 0:
             return 0

@@ -1,0 +1,1 @@
+"""Default DetectNet_v2 specs (package data, read by SPEC.template)."""
