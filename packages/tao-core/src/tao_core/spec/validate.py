@@ -61,6 +61,9 @@ def _check_value(value, ftype: FieldType, meta: dict, path: str, errors: list[Sp
     if ftype.kind == "dataclass":
         return validate_section(value, ftype.cls, path, errors)
     if ftype.kind == "list":
+        if meta.get("options") is not None and value not in meta["options"]:
+            errors.append(SpecError(path, value, f"one of {meta['options']}"))
+            return _INVALID
         if meta.get("length") is not None and len(value) != meta["length"]:
             errors.append(SpecError(path, value, f"a list of exactly {meta['length']} elements"))
         items = []

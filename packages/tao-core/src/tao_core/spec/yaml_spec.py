@@ -119,7 +119,7 @@ def _template_lines(cls: type, indent: int) -> list[str]:
     pad = "  " * indent
     lines = []
     for name, (ftype, meta, field) in schema_fields(cls).items():
-        if ftype.kind == "dataclass":
+        if ftype.kind == "dataclass" and default_of(field) is not None:
             lines.append(f"{pad}{name}:{_comment(meta)}")
             lines.extend(_template_lines(ftype.cls, indent + 1))
             continue

@@ -19,7 +19,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A DictConfig/ListConfig as plain Python (so error messages show [0, 1], not ListConfig)."""
     try:
         from omegaconf import OmegaConf
@@ -40,7 +40,7 @@ def is_set(value: Any) -> bool:
 
 def require(value: Any, path: str, why: str) -> list:
     """The field must be set; `why` names what needs it and how to set it."""
-    return [] if is_set(value) else [SpecError(path, _plain(value), why)]
+    return [] if is_set(value) else [SpecError(path, plain(value), why)]
 
 
 def check_gpus(section: Any, path: str) -> list:
@@ -91,10 +91,10 @@ def check_ordered(low: Any, high: Any, low_path: str, high_path: str) -> list:
 def check_one_of(value: Any, allowed: Sequence[Any], path: str) -> list:
     """`value` must equal one of `allowed`; for list-valued fields (the engine checks `options`
     on scalars only)."""
-    plain = _plain(value)
-    if plain in [list(a) if isinstance(a, (list, tuple)) else a for a in allowed]:
+    given = plain(value)
+    if given in [list(a) if isinstance(a, (list, tuple)) else a for a in allowed]:
         return []
-    return [SpecError(path, plain, f"one of {[list(a) if isinstance(a, tuple) else a for a in allowed]}")]
+    return [SpecError(path, given, f"one of {[list(a) if isinstance(a, tuple) else a for a in allowed]}")]
 
 
 def check_length_in(value: Any, lengths: Iterable[int], path: str) -> list:
@@ -103,7 +103,7 @@ def check_length_in(value: Any, lengths: Iterable[int], path: str) -> list:
     if value is None or len(value) in lengths:
         return []
     words = " or ".join(str(n) for n in lengths)
-    return [SpecError(path, _plain(value), f"a list of {words} values")]
+    return [SpecError(path, plain(value), f"a list of {words} values")]
 
 
 def reconcile_alias(section: Any, path: str, name: str, alias: str, default: Any) -> list:
@@ -114,19 +114,19 @@ def reconcile_alias(section: Any, path: str, name: str, alias: str, default: Any
     Setting both to different values is an error.
     """
     value, other = section[name], section[alias]
-    if _plain(value) == _plain(other):
+    if plain(value) == plain(other):
         return []
-    if _plain(other) == default:
+    if plain(other) == default:
         section[alias] = value
         return []
-    if _plain(value) == default:
+    if plain(value) == default:
         section[name] = other
         return []
     return [
         SpecError(
             _join(path, alias),
-            _plain(other),
-            f"the same value as {_join(path, name)} ({_plain(value)!r}): both name one setting; set only one",
+            plain(other),
+            f"the same value as {_join(path, name)} ({plain(value)!r}): both name one setting; set only one",
         )
     ]
 
