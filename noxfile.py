@@ -12,7 +12,7 @@ CPU build of torch 2.13.0 is used and nothing can pull torchvision.
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core"]
+nox.options.sessions = ["lint", "core", "deploy"]
 nox.options.reuse_venv = "no"
 
 
@@ -28,5 +28,15 @@ def core(session: nox.Session) -> None:
     session.install("./packages/tao-core[test]")
     session.run(
         "pytest", "packages/tao-core/tests", "-q", *session.posargs,
+        env={"TAO_EXPECT_NO_FRAMEWORKS": "1"},
+    )
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """tao-deploy and tao-convert in a venv without torch or tensorflow (edge, deploy-only installs)."""
+    session.install("./packages/tao-core", "./packages/tao-deploy[test]", "./packages/tao-convert[test]")
+    session.run(
+        "pytest", "packages/tao-deploy/tests", "packages/tao-convert/tests", "-q", *session.posargs,
         env={"TAO_EXPECT_NO_FRAMEWORKS": "1"},
     )

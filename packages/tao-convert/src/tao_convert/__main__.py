@@ -1,0 +1,3 @@
+from tao_convert.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Engine building: ONNX loading, profiles, precision passes, calibration, engine file."""

@@ -1,0 +1,248 @@
+"""build_engine: exported ONNX -> precision pass -> backend -> self-describing engine file.
+
+Order matters: every check that can fail on the user's input (model file, key, precision,
+backend and its options, profile, calibration source) runs before the first expensive step,
+and the engine file is written atomically at the very end.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from tao_core.errors import TaoUserError
+
+from tao_deploy import __version__
+from tao_deploy.backends import BuildOptions, choose_backend
+from tao_deploy.engine import calibration as cal
+from tao_deploy.engine import precision as prec
+from tao_deploy.engine.engine_file import engine_path_is_writable, write_engine
+from tao_deploy.engine.onnx_io import ModelSource, input_specs, load_onnx, output_specs, select_outputs
+from tao_deploy.engine.profile import Profile, batch_profile, validate_profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    path: Path
+    backend: str
+    backend_version: str
+    precision: str
+    metadata: dict
+    calibration_cache: Path | None = None
+
+
+def build_engine(
+    onnx_model: ModelSource,
+    out_path: str | os.PathLike,
+    precision: str = "fp32",
+    profile: Profile | None = None,
+    calibration: cal.Calibration | None = None,
+    backend: str = "auto",
+    workspace_mib: float = 1024,
+    timing_cache: str | os.PathLike | None = None,
+    metadata: dict | None = None,
+    *,
+    key: str | bytes | None = None,
+    outputs: list[str] | None = None,
+    class_names: list[str] | None = None,
+    min_batch: int = 1,
+    opt_batch: int = 1,
+    max_batch: int = 1,
+    input_dims: dict[str, tuple[int, ...]] | None = None,
+    dla_core: int | None = None,
+    strict_types: bool = False,
+    fp16_keep_fp32_ops: tuple[str, ...] = prec.FP16_KEEP_FP32_OPS,
+    keep_fp32_nodes: tuple[str, ...] = (),
+    verbose: bool = False,
+) -> EngineInfo:
+    """Build an engine file from an ONNX model (path, .etlt with `key`, bytes or ModelProto).
+
+    `profile` maps each input to a ShapeRange; without one, the batch dim spans
+    min/opt/max_batch and other dynamic dims come from `input_dims`. INT8 needs `calibration`
+    (data, or an existing cache file). `metadata` extras are stored in the engine header.
+    """
+    precision = prec.normalize_precision(precision)
+    engine_path_is_writable(out_path)
+    model = load_onnx(onnx_model, key)
+    if outputs:
+        model = select_outputs(model, outputs)
+    options = BuildOptions(
+        workspace_mib=workspace_mib,
+        timing_cache=str(timing_cache) if timing_cache else None,
+        dla_core=dla_core,
+        strict_types=strict_types,
+        verbose=verbose,
+    )
+    if workspace_mib <= 0:
+        raise TaoUserError(f"workspace size must be > 0 MiB, got {workspace_mib}")
+    backend_mod = choose_backend(backend)
+    backend_mod.check(precision, options)
+    inputs = input_specs(model)
+    profile = profile or batch_profile(inputs, min_batch, opt_batch, max_batch, input_dims)
+    validate_profile(profile, inputs)
+    cache = _check_calibration(precision, calibration)
+
+    prepared, cache_path = _apply_precision(model, precision, calibration, cache, fp16_keep_fp32_ops, keep_fp32_nodes)
+    log.info("building %s engine with %s", precision.upper(), backend_mod.NAME)
+    payload = backend_mod.build(prepared, profile, options)
+
+    meta = {
+        **(metadata or {}),
+        "format": "tao-deploy-engine",
+        "backend": backend_mod.NAME,
+        "backend_version": backend_mod.version(),
+        "device": backend_mod.device(),
+        "precision": precision,
+        "inputs": [s.to_json() for s in input_specs(prepared)],
+        "outputs": [s.name for s in output_specs(prepared)],
+        "output_specs": [s.to_json() for s in output_specs(prepared)],
+        "class_names": list(class_names or (metadata or {}).get("class_names", [])),
+        "profile": {k: v.to_json() for k, v in profile.items()},
+        "tao_deploy_version": __version__,
+        "onnx_opset": _default_opset(prepared),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    write_engine(out_path, meta, payload)
+    log.info(
+        "wrote %s (%s, %s %s, %d bytes)",
+        out_path,
+        precision.upper(),
+        meta["backend"],
+        meta["backend_version"],
+        len(payload),
+    )
+    return EngineInfo(Path(out_path), meta["backend"], meta["backend_version"], precision, meta, cache_path)
+
+
+def prepare_onnx(model: onnx.ModelProto, precision: str, calibration: cal.Calibration | None = None) -> onnx.ModelProto:
+    """The precision pass alone (for inspection, or for DeepStream's onnx-file)."""
+    precision = prec.normalize_precision(precision)
+    cache = _check_calibration(precision, calibration)
+    return _apply_precision(model, precision, calibration, cache, prec.FP16_KEEP_FP32_OPS, ())[0]
+
+
+def _check_calibration(precision: str, calibration: cal.Calibration | None) -> cal.CalibrationCache | None:
+    if precision != "int8":
+        if calibration is not None and calibration.data is not None:
+            log.info("calibration data given but precision is %s: not used", precision.upper())
+        return None
+    if calibration is None:
+        raise TaoUserError("INT8 needs calibration: calibration data or an existing calibration cache file")
+    cache = calibration.cached()  # a corrupt cache raises here, before any work
+    if cache is None and calibration.data is None:
+        where = f" ({calibration.cache_file} does not exist)" if calibration.cache_file else ""
+        raise TaoUserError(f"INT8 needs calibration data (e.g. cal_image_dir) or an existing calibration cache{where}")
+    return cache
+
+
+def _apply_precision(model, precision, calibration, cache, keep_fp32_ops, keep_fp32_nodes):
+    if precision == "fp32":
+        return model, None
+    if precision == "fp16":
+        return prec.cast_to_fp16(model, keep_fp32_ops, keep_fp32_nodes), None
+    cache_path = Path(calibration.cache_file) if calibration.cache_file else None
+    if cache is not None:
+        log.info("INT8: reusing calibration cache %s (%d tensors, %s)", cache_path, len(cache.scales), cache.algorithm)
+        amax = cache.amax()
+    else:
+        specs = input_specs(model)
+        reader = cal.make_data_reader(calibration.data, [s.name for s in specs], {s.name: s.dtype for s in specs})
+        log.info("INT8: calibrating (%s)", calibration.method)
+        amax = prec.compute_amax(model, reader, calibration.method, calibration.percentile)
+        if cache_path is not None:
+            cal.write_cache(cache_path, amax, calibration.method)
+            log.info("INT8: wrote calibration cache %s", cache_path)
+    op_types = calibration.op_types or prec.INT8_OP_TYPES
+    return prec.insert_qdq(model, amax, op_types, calibration.exclude_nodes), cache_path
+
+
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def build_from_spec(
+    spec,
+    calibration_data: cal.BatchSource | None = None,
+    preprocess=None,
+    *,
+    key: str | bytes | None = None,
+    class_names: list[str] | None = None,
+    metadata: dict | None = None,
+    outputs: list[str] | None = None,
+) -> EngineInfo:
+    """Build from a tao_core.specs.common.GenTrtEngineConfig section.
+
+    INT8 data comes from `calibration_data` (any batch source), else from the spec's
+    cal_image_dir read with `preprocess(path) -> CHW float32`; an existing cal_cache_file
+    makes both unnecessary.
+    """
+    trt = spec.tensorrt
+    if not spec.onnx_file or not spec.trt_engine:
+        raise TaoUserError("gen_trt_engine.onnx_file and gen_trt_engine.trt_engine must both be set")
+    precision = prec.normalize_precision(trt.data_type)
+    calibration = None
+    if precision == "int8":
+        c = trt.calibration
+        cache_exists = bool(c.cal_cache_file) and Path(c.cal_cache_file).is_file()
+        data = calibration_data
+        if data is None and not cache_exists and c.cal_image_dir:
+            if preprocess is None:
+                raise TaoUserError("calibrating from cal_image_dir needs the network's preprocess function")
+            paths = cal.list_calibration_images(c.cal_image_dir, c.cal_batch_size, c.cal_batches)
+            data = cal.ImageBatches(paths, c.cal_batch_size, preprocess)
+        calibration = cal.Calibration(data=data, method=c.method, cache_file=c.cal_cache_file)
+    model = load_onnx(spec.onnx_file, key)
+    # The spec's C/H/W fill dynamic image dims only; a model with fixed dims keeps its own.
+    chw = (spec.input_channel, spec.input_height, spec.input_width)
+    input_dims = {
+        s.name: chw
+        for s in input_specs(model)
+        if len(s.shape) == 4 and not all(isinstance(d, int) and d > 0 for d in s.shape[1:])
+    }
+    keep_fp32_nodes = _fp32_layers(trt.layers_precision)
+    batch = spec.batch_size
+    lo, opt, hi = (
+        (batch, batch, batch) if batch and batch > 0 else (trt.min_batch_size, trt.opt_batch_size, trt.max_batch_size)
+    )
+    return build_engine(
+        model,
+        spec.trt_engine,
+        precision,
+        calibration=calibration,
+        backend=spec.backend,
+        workspace_mib=trt.workspace_size,
+        timing_cache=spec.timing_cache,
+        metadata=metadata,
+        outputs=outputs,
+        class_names=class_names,
+        min_batch=lo,
+        opt_batch=opt,
+        max_batch=hi,
+        input_dims=input_dims,
+        keep_fp32_nodes=keep_fp32_nodes,
+        verbose=spec.verbose,
+    )
+
+
+def _fp32_layers(layers_precision: list[str]) -> tuple[str, ...]:
+    """'node:fp32' entries of tensorrt.layers_precision: nodes kept in float32 by the FP16 pass.
+
+    With strongly typed networks a layer's precision is its graph's types, so only keeping
+    nodes in FP32 has a meaning; other precisions are rejected rather than ignored.
+    """
+    names = []
+    for item in layers_precision:
+        name, sep, p = item.rpartition(":")
+        if not sep or not name or p.lower() != "fp32":
+            raise TaoUserError(
+                f"layers_precision entry {item!r}: only '<node name>:fp32' is supported (keeps that node in "
+                "float32 in an FP16 engine)"
+            )
+        names.append(name)
+    return tuple(names)

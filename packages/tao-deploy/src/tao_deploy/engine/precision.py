@@ -1,0 +1,267 @@
+"""Precision as a pass over the ONNX graph (what TensorRT 11 requires, and TensorRT 10 accepts).
+
+- FP16: an explicitly cast graph. Done with onnxruntime's float16 converter
+  (`onnxruntime.transformers.float16`, shipped inside onnxruntime, so no extra dependency).
+  Graph inputs and outputs stay float32 so callers always feed and receive float32; the ops in
+  `FP16_KEEP_FP32_OPS` stay float32 because FP16 hurts them (see the list).
+- INT8: QuantizeLinear / DequantizeLinear pairs, placed by `onnxruntime.quantization`
+  (`quantize_static`, QDQ format) from ranges that this module computes with onnxruntime's
+  calibrators or reads from a TensorRT calibration cache. Settings follow what TensorRT wants
+  from explicit quantization: symmetric INT8 activations and weights (zero point 0), weights
+  per output channel, biases left in float (TensorRT has no INT32 DequantizeLinear).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+from tao_core.errors import TaoUserError
+
+from tao_deploy.engine.onnx_io import input_specs
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# Kept in float32 under FP16, and why:
+FP16_KEEP_FP32_OPS = (
+    "Softmax",  # exp of large logits overflows 65504; attention weights lose their small entries
+    "Exp",  # overflows for inputs > ~11
+    "Log",  # DETR's inverse_sigmoid: log(x / (1 - x)) near 0 and 1 is all rounding error in FP16
+    "Sigmoid",  # saturates to exactly 1.0 above ~7 in FP16: box refs and scores feeding TopK tie
+    "LayerNormalization",  # variance of activations
+    "ReduceMean",  # a decomposed LayerNorm (ReduceMean - Sub - Pow - ReduceMean - Sqrt)
+    "Pow",  # x**2 overflows for |x| > 256
+    "Sqrt",
+    "TopK",  # ordering of near-equal scores
+)
+
+# Nodes that get Q/DQ on their inputs by default: the compute-heavy ones TensorRT runs in INT8.
+# Everything else (GridSample, Softmax, Resize, elementwise...) stays float: quantizing it
+# buys little speed in TensorRT and costs accuracy (multi-scale deformable attention in particular).
+INT8_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def normalize_precision(precision: str) -> str:
+    p = str(precision).lower()
+    if p not in PRECISIONS:
+        raise TaoUserError(f"precision {precision!r} is not one of {[x.upper() for x in PRECISIONS]}")
+    return p
+
+
+# ---- FP16 ---------------------------------------------------------------------------------
+
+
+def cast_to_fp16(model: onnx.ModelProto, keep_fp32_ops=FP16_KEEP_FP32_OPS, keep_fp32_nodes=()) -> onnx.ModelProto:
+    """Mixed-precision FP16 copy of `model`: float32 I/O, `keep_fp32_ops` / `keep_fp32_nodes` in float32."""
+    from onnxruntime.transformers import float16
+
+    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
+    model16 = float16.convert_float_to_float16(
+        _copy(model), keep_io_types=True, op_block_list=blocked, node_block_list=list(keep_fp32_nodes)
+    )
+    return _fold_cast_round_trips(model16)
+
+
+def _fold_cast_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop float32 -> float16 -> float32 Cast pairs and restore topological order.
+
+    The converter casts a kept-float32 op's output to float16 and, when that tensor is a graph
+    output, back to float32: the round trip throws away the precision the op was kept for. It
+    also appends the cast nodes at the end of the node list, which onnx's checker rejects.
+    """
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    for node in graph.nodes:
+        if node.op != "Cast" or node.attrs.get("to") != TensorProto.FLOAT:
+            continue
+        src = node.inputs[0]
+        prev = src.inputs[0] if src.inputs else None
+        if prev is None or prev.op != "Cast" or prev.attrs.get("to") != TensorProto.FLOAT16:
+            continue
+        original = prev.inputs[0]
+        if original.dtype == np.float32:
+            node.op, node.attrs, node.inputs = "Identity", {}, [original]
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version  # graphsurgeon may write a newer IR than the runtime reads
+    return out
+
+
+# ---- INT8 ---------------------------------------------------------------------------------
+
+
+def compute_amax(
+    model: onnx.ModelProto, reader, method: str = "entropy", percentile: float = 99.999
+) -> dict[str, float]:
+    """Per-tensor absolute range (amax) of every float tensor, observed over `reader`'s batches.
+
+    All float tensors are calibrated, not only the ones that get Q/DQ, so the calibration
+    cache also serves TensorRT's implicit INT8 mode (DeepStream's int8-calib-file).
+    """
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    methods = {
+        "entropy": CalibrationMethod.Entropy,
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    extra = {"symmetric": True}
+    if method == "percentile":
+        extra["percentile"] = percentile
+    with tempfile.TemporaryDirectory(prefix="tao-calib-") as tmp:
+        src = Path(tmp) / "model.onnx"
+        onnx.save_model(_copy(model), src)
+        calibrator = create_calibrator(
+            src,
+            [],  # empty = every float tensor
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=methods[method],
+            extra_options=extra,
+        )
+        chunk = _Chunk(reader, CALIBRATION_CHUNK)
+        with _quiet_onnxruntime():
+            while not chunk.exhausted:
+                chunk.taken = 0
+                try:
+                    calibrator.collect_data(chunk)
+                except ValueError:  # onnxruntime's "No data is collected." for an empty chunk
+                    if chunk.taken:
+                        raise
+                    if chunk.total == 0:
+                        raise TaoUserError("calibration got no batches: the calibration data source is empty") from None
+            ranges = calibrator.compute_data()
+    amax = {}
+    for name, data in ranges.data.items():
+        lo, hi = data.range_value
+        amax[name] = float(max(abs(float(np.max(lo))), abs(float(np.max(hi)))))
+    return amax
+
+
+# onnxruntime's calibrators keep every calibrated tensor of every batch they are given until
+# collect_data returns, then fold them into ranges / histograms; feeding them a few batches per
+# call bounds memory for large models and long calibration sets.
+CALIBRATION_CHUNK = 8
+
+
+class _Chunk:
+    """A CalibrationDataReader view yielding at most `size` batches per collect_data call."""
+
+    def __init__(self, reader, size: int):
+        self.reader, self.size = reader, size
+        self.taken = self.total = 0
+        self.exhausted = False
+
+    def get_next(self):
+        if self.taken >= self.size:
+            return None
+        batch = self.reader.get_next()
+        if batch is None:
+            self.exhausted = True
+            return None
+        self.taken += 1
+        self.total += 1
+        return batch
+
+
+def insert_qdq(
+    model: onnx.ModelProto,
+    amax: dict[str, float],
+    op_types=INT8_OP_TYPES,
+    exclude_nodes=(),
+) -> onnx.ModelProto:
+    """`model` with Q/DQ pairs on the inputs of `op_types` nodes, using the given ranges."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    needed = _quantized_activations(model, op_types, exclude_nodes)
+    missing = sorted(needed - set(amax))
+    if missing:
+        raise TaoUserError(
+            f"the calibration ranges have no scale for tensor(s) {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}: the calibration cache was made for another model; "
+            "delete it to recalibrate"
+        )
+    ranges = TensorsData(
+        CalibrationMethod.MinMax,
+        {k: TensorData(lowest=np.float32(-a), highest=np.float32(a)) for k, a in amax.items()},
+    )
+    with tempfile.TemporaryDirectory(prefix="tao-qdq-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        out = Path(tmp) / "int8.onnx"
+        with _quiet_onnxruntime():
+            quantize_static(
+                _copy(model),
+                out,
+                calibration_data_reader=None,
+                calibration_cache_path=cache,  # ranges given, no calibration run here
+                calibrate_method=CalibrationMethod.MinMax,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=list(op_types),
+                nodes_to_exclude=list(exclude_nodes),
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    # Q/DQ on inputs only, as TensorRT's explicit quantization expects: a Q/DQ on
+                    # a Conv output would round what float consumers (GridSample, Softmax,
+                    # graph outputs) read, for no speed gain.
+                    "OpTypesToExcludeOutputQuantization": list(op_types),
+                },
+            )
+        return onnx.load_model(out)
+
+
+def _quantized_activations(model: onnx.ModelProto, op_types, exclude_nodes) -> set[str]:
+    """Non-constant inputs of the nodes that will be quantized: the ranges insert_qdq needs."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    excluded = set(exclude_nodes)
+    needed = set()
+    for n in model.graph.node:
+        if n.op_type in op_types and n.name not in excluded:
+            needed |= {i for i in n.input[:2] if i and i not in consts}
+    return needed
+
+
+class _DropQuantAdvice(logging.Filter):
+    # quantize_static warns on the root logger that the model was not run through its own
+    # pre-processing; our graphs are exported models used as they are, so the advice is noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage() and "pre_process" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """onnxruntime's calibrators print progress to stdout: route it to the debug log instead."""
+    root, flt, buf = logging.getLogger(), _DropQuantAdvice(), io.StringIO()
+    root.addFilter(flt)
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        root.removeFilter(flt)
+        if buf.getvalue().strip():
+            log.debug("onnxruntime: %s", buf.getvalue().strip())
+
+
+def model_input_dtypes(model: onnx.ModelProto) -> dict[str, str]:
+    return {s.name: s.dtype for s in input_specs(model)}
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
