@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+
 from tao_convert.cli import main, parse_profile_arg
 from tao_core.etlt import write_etlt
 from tao_deploy import Calibration, build_engine, load_engine

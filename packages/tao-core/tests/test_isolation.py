@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 import tao_core
 
 FRAMEWORKS = ("torch", "tensorflow", "tf_keras", "keras", "jax")

@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import onnx
 import pytest
+
 from tao_deploy.testing import random_batches, tiny_cnn, tiny_gridsample
 
 

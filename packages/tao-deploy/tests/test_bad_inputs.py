@@ -3,6 +3,7 @@
 import platform
 
 import pytest
+
 from tao_core.crypto import WrongKeyError
 from tao_core.errors import TaoUserError
 from tao_core.etlt import write_etlt

@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 from PIL import Image
+
 from tao_core.errors import TaoUserError
 from tao_deploy import Calibration, ImageBatches, build_engine, list_calibration_images, load_engine
 from tao_deploy.engine import calibration as cal

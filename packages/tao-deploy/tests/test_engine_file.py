@@ -5,8 +5,9 @@ import os
 
 import onnx
 import pytest
-import tao_deploy
 from onnx import helper
+
+import tao_deploy
 from tao_core.errors import TaoUserError
 from tao_deploy import build_engine, load_engine
 from tao_deploy.backends import tensorrt_backend

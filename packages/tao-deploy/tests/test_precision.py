@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from tao_deploy import Calibration, build_engine, load_engine
 from tao_deploy.engine import precision as prec
 from tao_deploy.engine.engine_file import read_engine

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from tao_core.errors import TaoUserError
 from tao_core.etlt import write_etlt
 from tao_deploy import ShapeRange, build_engine, load_engine

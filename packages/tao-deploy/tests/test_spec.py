@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+
 from tao_core.errors import TaoUserError
 from tao_core.specs.common import GenTrtEngineConfig
 from tao_deploy import build_from_spec, load_engine

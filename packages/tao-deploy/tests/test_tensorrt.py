@@ -3,6 +3,7 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from tao_deploy import Calibration, build_engine, load_engine
 from tao_deploy.backends import tensorrt_backend
 from tao_deploy.testing import random_batches

@@ -3,6 +3,7 @@
 import shlex
 
 import pytest
+
 from tao_core.cli.detectnet_v2_args import TASKS, build_parser, parse_args
 from tao_core.errors import TaoUserError
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
 from tao_core.data.coco import load_coco_sources
 from tao_core.errors import TaoUserError
 

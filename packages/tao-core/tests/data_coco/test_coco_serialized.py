@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from tao_core.data.coco import load_coco_sources
 from tao_core.data.serialized import SerializedList
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+
 from tao_core.data.images import check_decodable, image_size, load_image_rgb
 from tao_core.errors import TaoUserError
 

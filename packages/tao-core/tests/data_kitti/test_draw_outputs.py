@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+
 from tao_core.data.kitti import read_kitti_labels
 from tao_core.errors import TaoUserError
 from tao_core.visualize.draw import default_color, draw_detections, parse_color

@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from tao_core.data.kitti import KittiObject, map_classes, read_kitti_labels, write_kitti_labels
 from tao_core.data.kitti_to_coco import DEFAULT_TARGET_CLASS_MAPPING
 from tao_core.errors import TaoUserError

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+
 from tao_core.data.kitti import read_kitti_labels
 from tao_core.data.kitti_to_coco import convert, kitti_to_coco_shards
 from tao_core.errors import TaoUserError

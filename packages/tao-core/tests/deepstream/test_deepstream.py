@@ -4,6 +4,7 @@ import configparser
 
 import pytest
 import yaml
+
 from tao_core import deepstream as ds
 from tao_core.errors import TaoUserError
 

@@ -1,6 +1,7 @@
 """A bad input for every rule: each SpecError names the field path, the bad value and what is allowed."""
 
 import pytest
+
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.specs.detectnet_v2 import SPEC
 

@@ -10,6 +10,7 @@ copies must fail with a pointed error, and the adjusted copies (one edit each) m
 from pathlib import Path
 
 import pytest
+
 from tao_core.errors import SpecError
 from tao_core.proto.detectnet_v2.evaluation_pb2 import EvaluationConfig
 from tao_core.proto.detectnet_v2.inference_pb2 import TensorRTConfig

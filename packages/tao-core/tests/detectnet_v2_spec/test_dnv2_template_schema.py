@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from google.protobuf import json_format, text_format
+
 from tao_core.specs.detectnet_v2 import NETWORK, SPEC, TASKS
 
 

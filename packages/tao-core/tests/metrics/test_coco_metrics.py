@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tao_core.errors import TaoUserError
 from tao_core.metrics.coco import STAT_NAMES, evaluate
 

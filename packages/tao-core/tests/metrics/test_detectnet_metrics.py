@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tao_core.errors import TaoUserError
 from tao_core.metrics.detectnet import BoxFilter, average_precision, box_iou, evaluate_detections
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from tao_core.io.atomic import atomic_write, atomic_write_bytes
 
 # Shared by the test and the child process: version i is a file whose content is fully

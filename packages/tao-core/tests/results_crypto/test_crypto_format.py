@@ -4,6 +4,7 @@ import os
 import struct
 
 import pytest
+
 from tao_core import crypto
 from tao_core.crypto import (
     HEADER_LEN,

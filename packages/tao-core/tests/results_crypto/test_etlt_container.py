@@ -3,6 +3,7 @@
 import struct
 
 import pytest
+
 from tao_core.crypto import CorruptFileError, WrongKeyError, is_encrypted
 from tao_core.errors import TaoUserError
 from tao_core.etlt import read_etlt, write_etlt

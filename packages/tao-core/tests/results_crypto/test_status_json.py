@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timedelta
 
 import pytest
+
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.results import Status, StatusLogger, Verbosity, format_eta, setup_task_logging, task_run
 

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import pytest
 from omegaconf import DictConfig
 from omegaconf.errors import ReadonlyConfigError
+
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.spec import YamlSpec, save_experiment, spec_field
 

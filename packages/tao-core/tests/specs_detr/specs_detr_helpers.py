@@ -4,6 +4,7 @@ from pathlib import Path
 from textwrap import indent
 
 import pytest
+
 from tao_core.errors import SpecErrors
 from tao_core.specs import deformable_detr, dino
 

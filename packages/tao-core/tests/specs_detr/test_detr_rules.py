@@ -3,6 +3,7 @@ names the field, the bad value and what is allowed."""
 
 import pytest
 from specs_detr_helpers import INFER_DATA, NEEDS, SPECS, TEST_DATA, TRAIN_DATA, load_ok, paths, spec_errors
+
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.specs import rules
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tao_core.errors import TaoUserError
 from tao_core.specs import NETWORKS, deformable_detr, dino, get_spec
 

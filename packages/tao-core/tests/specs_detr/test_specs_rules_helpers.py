@@ -1,6 +1,7 @@
 """The generic helpers of tao_core.specs.rules (also used by the OneFormer rules)."""
 
 from omegaconf import OmegaConf
+
 from tao_core.specs import rules
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from tao_core.errors import SpecErrors
 from tao_core.specs.oneformer import SPEC
 

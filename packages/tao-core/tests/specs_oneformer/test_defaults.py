@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tao_core.specs.oneformer import SPEC, TASKS
 
 D = SPEC.defaults("train")

@@ -4,6 +4,7 @@ Example paths don't exist: loading checks the spec only and must not touch data.
 """
 
 import pytest
+
 from tao_core.specs.oneformer import SPEC
 
 from ._util import DATA, TEST_DATA, TRAIN_DATA

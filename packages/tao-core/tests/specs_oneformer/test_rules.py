@@ -2,6 +2,7 @@
 
 import pytest
 from omegaconf.errors import ReadonlyConfigError
+
 from tao_core.errors import SpecErrors
 from tao_core.specs.oneformer import SPEC, epoch_checkpoint_name, resume_checkpoint
 from tao_core.specs.oneformer_dataset import split_format

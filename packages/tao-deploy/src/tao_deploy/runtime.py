@@ -10,8 +10,8 @@ import logging
 import os
 
 import numpy as np
-from tao_core.errors import TaoUserError
 
+from tao_core.errors import TaoUserError
 from tao_deploy.backends import get_backend
 from tao_deploy.engine.engine_file import read_engine
 from tao_deploy.engine.profile import ShapeRange, check_shape_in_profile

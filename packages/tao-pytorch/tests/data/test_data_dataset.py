@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+
 from tao_core.data.coco import load_coco_sources
 from tao_pytorch.detr.data import transforms as T
 from tao_pytorch.detr.data.dataset import (

@@ -6,10 +6,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+
 from tao_core.errors import TaoUserError
 from tao_pytorch.detr.data import build_dataloader, build_dataset, collate_detr
 from tao_pytorch.detr.data.samplers import build_train_sampler, source_balanced_weights, split_sources
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
 
 def _check_batch(images, mask, targets, batch_size):

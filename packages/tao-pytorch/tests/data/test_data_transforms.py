@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from tao_core.processing.detr import preprocess_image
 from tao_pytorch.detr.data import transforms as T
 

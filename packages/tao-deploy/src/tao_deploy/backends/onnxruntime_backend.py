@@ -17,8 +17,8 @@ import platform
 import numpy as np
 import onnx
 import onnxruntime as ort
-from tao_core.errors import TaoUserError
 
+from tao_core.errors import TaoUserError
 from tao_deploy.backends import BuildOptions
 
 log = logging.getLogger(__name__)

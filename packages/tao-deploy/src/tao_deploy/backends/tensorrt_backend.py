@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_bytes
-
 from tao_deploy.backends import BuildOptions
 
 log = logging.getLogger(__name__)

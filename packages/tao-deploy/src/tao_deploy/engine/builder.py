@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from tao_core.errors import TaoUserError
 
+from tao_core.errors import TaoUserError
 from tao_deploy import __version__
 from tao_deploy.backends import BuildOptions, choose_backend
 from tao_deploy.engine import calibration as cal

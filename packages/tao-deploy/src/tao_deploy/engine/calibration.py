@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_text
 

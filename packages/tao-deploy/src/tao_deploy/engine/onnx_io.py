@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnx
 from onnx import helper
+
 from tao_core.crypto import decrypt_bytes, is_encrypted
 from tao_core.errors import TaoUserError
 from tao_core.etlt import decode_etlt

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto
-from tao_core.errors import TaoUserError
 
+from tao_core.errors import TaoUserError
 from tao_deploy.engine.onnx_io import input_specs
 
 log = logging.getLogger(__name__)

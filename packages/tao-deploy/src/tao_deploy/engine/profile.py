@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 
 from tao_core.errors import TaoUserError
-
 from tao_deploy.engine.onnx_io import TensorSpec
 
 

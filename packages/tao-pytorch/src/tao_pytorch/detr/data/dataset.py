@@ -13,13 +13,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from tao_core.data.coco import CocoIndex
 from tao_core.data.images import load_image_rgb
 from tao_core.data.serialized import SerializedList
 from tao_core.errors import TaoUserError
 from tao_core.processing.detr import pad_batch
-from torch.utils.data import Dataset
-
 from tao_pytorch.detr.data.transforms import Normalize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tao_core.errors import TaoUserError
 from torch.utils.data import DistributedSampler, RandomSampler, Sampler, WeightedRandomSampler
+
+from tao_core.errors import TaoUserError
 
 TRAIN_SAMPLERS = ("default_sampler", "non_uniform_sampler", "uniform_sampler")
 SPLITTING_SAMPLERS = ("non_uniform_sampler", "uniform_sampler")

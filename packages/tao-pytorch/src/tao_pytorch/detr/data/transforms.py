@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+
 from tao_core.processing.detr import (
     IMAGENET_MEAN,
     IMAGENET_STD,
