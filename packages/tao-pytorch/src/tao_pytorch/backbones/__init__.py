@@ -1,0 +1,57 @@
+"""Backbones for the DETR family.
+
+`build_backbone_body(name, ...)` returns a trunk whose `forward(images)` gives a list of feature
+maps and whose `num_channels` / `strides` describe them. Only ResNets exist so far; the other
+backbones the TAO tables list raise a clear NotImplementedError instead of failing later.
+"""
+
+from typing import Optional, Sequence
+
+from tao_pytorch.backbones.resnet import RESNET_SPECS, FrozenBatchNorm2d, ResNet, load_pretrained_backbone
+
+# Named in the TAO DINO / Deformable DETR tables, not implemented here yet.
+NOT_YET_AVAILABLE = (
+    "gc_vit_xxtiny",
+    "gc_vit_xtiny",
+    "gc_vit_tiny",
+    "gc_vit_small",
+    "gc_vit_base",
+    "gc_vit_large",
+    "fan_tiny",
+    "fan_small",
+    "fan_base",
+    "fan_large",
+    "vit_large_nvdinov2",
+)
+AVAILABLE = tuple(sorted(RESNET_SPECS))
+
+
+def build_backbone_body(
+    name: str,
+    return_indices: Sequence[int],
+    train_backbone: bool = True,
+    pretrained_backbone_path: Optional[str] = None,
+    frozen_bn: bool = True,
+) -> ResNet:
+    """Trunk `name` returning stages `return_indices` (0..3), weights loaded from a local file if given."""
+    if name in NOT_YET_AVAILABLE or name.startswith(("gc_vit", "fan_", "vit_")):
+        raise NotImplementedError(
+            f"backbone {name!r} is not yet available in tao-pytorch; available backbones: {', '.join(AVAILABLE)}"
+        )
+    if name not in RESNET_SPECS:
+        raise ValueError(f"unknown backbone {name!r}; available backbones: {', '.join(AVAILABLE)}")
+    body = ResNet(name, return_indices=return_indices, frozen_bn=frozen_bn)
+    if pretrained_backbone_path:
+        load_pretrained_backbone(body, pretrained_backbone_path)
+    body.freeze(train_backbone)
+    return body
+
+
+__all__ = [
+    "AVAILABLE",
+    "NOT_YET_AVAILABLE",
+    "FrozenBatchNorm2d",
+    "ResNet",
+    "build_backbone_body",
+    "load_pretrained_backbone",
+]

@@ -1,0 +1,1 @@
+"""What every PyTorch network shares: checkpoints, task wiring, Lightning helpers."""

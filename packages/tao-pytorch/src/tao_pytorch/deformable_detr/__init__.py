@@ -1,0 +1,1 @@
+"""Deformable DETR (TAO `deformable_detr` network)."""

@@ -1,0 +1,153 @@
+"""Multi-scale deformable attention (Zhu et al., Deformable DETR, 2021).
+
+Each query looks at `n_points` sampled locations per head and per feature level, around its
+reference point; the sampled values (bilinear) are mixed with softmax weights predicted from the
+query. The core sampling is done here in plain PyTorch with `F.grid_sample`, which runs on CPU
+and GPU, has autograd, and exports to the standard ONNX GridSample op (opset >= 16).
+
+Seam for a fused kernel: `MSDA_KERNELS` maps a name to a function with the signature of
+`ms_deform_attn_core`; `MSDeformAttn(kernel=...)` picks one by name at call time. A CUDA kernel
+or the TensorRT plugin can be registered there later without touching the modules.
+
+Parameter names (`sampling_offsets`, `attention_weights`, `value_proj`, `output_proj`) and their
+initialisation follow fundamentalvision/Deformable-DETR, so its checkpoints load unchanged.
+"""
+
+import math
+from typing import List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
+
+
+def spatial_shapes_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+    """(L, 2) tensor or sequence of (H, W) -> list of python (H, W) ints."""
+    if isinstance(spatial_shapes, torch.Tensor):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted sum of bilinear samples of `value` at `sampling_locations`.
+
+    value               (N, S, M, D)        S = sum of H*W over levels, M heads, D channels per head
+    spatial_shapes      (L, 2) or [(H, W)]  level sizes, in the order the levels are flattened in S
+    level_start_index   (L,)                start of each level in S (unused here: the split sizes
+                                            come from spatial_shapes; kept for fused kernels)
+    sampling_locations  (N, Lq, M, L, P, 2) (x, y) normalised to [0, 1] over each level's map
+    attention_weights   (N, Lq, M, L, P)    already softmax-normalised over L*P
+    returns             (N, Lq, M*D)
+
+    Sampling convention (same as the CUDA kernel of the reference): pixel centres sit at
+    (i + 0.5) / W, bilinear interpolation, zero outside the map (align_corners=False, zeros padding).
+    """
+    del level_start_index
+    shapes = spatial_shapes_list(spatial_shapes)
+    n, _, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    value_levels = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_levels[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )  # (N*M, D, Lq, P)
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Lq)
+    return out.view(n, m * d, lq).transpose(1, 2).contiguous()
+
+
+# name -> function with ms_deform_attn_core's signature. One entry for now (see module docstring).
+MSDA_KERNELS = {"pytorch": ms_deform_attn_core}
+
+
+class MSDeformAttn(nn.Module):
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, kernel: str = "pytorch"
+    ):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if kernel not in MSDA_KERNELS:
+            raise ValueError(f"unknown MSDA kernel {kernel!r}; registered: {sorted(MSDA_KERNELS)}")
+        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.kernel = kernel
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        # Offsets start as a fixed pattern: head k points in direction 2*pi*k/n_heads, point i at
+        # distance i+1 (in pixels of each level), so heads initially look in different directions.
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = grid / grid.abs().max(-1, keepdim=True)[0]
+        grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: SpatialShapes,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: torch.Tensor = None,
+    ) -> torch.Tensor:
+        """
+        query               (N, Lq, C)
+        reference_points    (N, Lq, L, 2) normalised (x, y), or (N, Lq, L, 4) normalised (cx, cy, w, h):
+                            with boxes the offsets are scaled by half the box size / n_points
+        input_flatten       (N, S, C) the levels flattened and concatenated
+        input_padding_mask  (N, S) True at padded positions: their values are zeroed, so what
+                            padding holds can never reach the output
+        returns             (N, Lq, C)
+        """
+        n, lq, _ = query.shape
+        s = input_flatten.shape[1]
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
+        if reference_points.shape[-1] == 2:
+            # offsets are in pixels of each level: divide by (W, H)
+            wh = [[w, h] for h, w in spatial_shapes_list(input_spatial_shapes)]
+            normalizer = torch.tensor(wh, dtype=query.dtype, device=query.device)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
+        else:
+            raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")
+        out = MSDA_KERNELS[self.kernel](value, input_spatial_shapes, input_level_start_index, locations, weights)
+        return self.output_proj(out)

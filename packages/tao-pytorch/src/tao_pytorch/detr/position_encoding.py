@@ -1,0 +1,52 @@
+"""Sine position encoding of a feature map, aware of the padding mask.
+
+Each valid pixel gets its row / column index counted only over valid pixels (cumsum of the
+inverted mask), so padding added to the right / bottom does not shift the encoding of the image.
+With normalize=True the counts are mapped to (0, scale]: (count - 0.5) / (valid length) * scale
+(the -0.5 centres the pixel, as in Deformable DETR and DINO).
+
+Deformable DETR uses one temperature (10000); DINO uses separate temperatures for height and
+width (pe_temperatureH / pe_temperatureW, 20 by default), hence the two arguments.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class PositionEmbeddingSine(nn.Module):
+    """mask (B, H, W) bool, True = padding -> (B, 2 * num_pos_feats, H, W); channels = [y, x] halves."""
+
+    def __init__(
+        self,
+        num_pos_feats: int = 128,
+        temperature_h: float = 10000.0,
+        temperature_w: float = 10000.0,
+        normalize: bool = True,
+        scale: float = 2 * math.pi,
+    ):
+        super().__init__()
+        self.num_pos_feats = num_pos_feats
+        self.temperature_h = temperature_h
+        self.temperature_w = temperature_w
+        self.normalize = normalize
+        self.scale = scale
+
+    def _embed(self, coord: torch.Tensor, temperature: float) -> torch.Tensor:
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=coord.device)
+        dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
+        pos = coord[..., None] / dim_t
+        # interleave sin (even channels) and cos (odd channels)
+        return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        not_mask = (~mask).to(torch.float32)
+        y = not_mask.cumsum(1)
+        x = not_mask.cumsum(2)
+        if self.normalize:
+            eps = 1e-6
+            y = (y - 0.5) / (y[:, -1:, :] + eps) * self.scale
+            x = (x - 0.5) / (x[:, :, -1:] + eps) * self.scale
+        pos = torch.cat((self._embed(y, self.temperature_h), self._embed(x, self.temperature_w)), dim=-1)
+        return pos.permute(0, 3, 1, 2)

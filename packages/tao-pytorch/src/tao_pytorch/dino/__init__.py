@@ -1,0 +1,1 @@
+"""DINO (TAO `dino` network)."""
