@@ -12,7 +12,7 @@ CPU build of torch 2.13.0 is used and nothing can pull torchvision.
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "deploy"]
+nox.options.sessions = ["lint", "core", "deploy", "pytorch"]
 nox.options.reuse_venv = "no"
 
 
@@ -40,3 +40,11 @@ def deploy(session: nox.Session) -> None:
         "pytest", "packages/tao-deploy/tests", "packages/tao-convert/tests", "-q", *session.posargs,
         env={"TAO_EXPECT_NO_FRAMEWORKS": "1"},
     )
+
+
+@nox.session
+def pytorch(session: nox.Session) -> None:
+    """tao-pytorch on the CPU build of torch 2.13.0 (uv needs the local wheel folder pointed out)."""
+    find_links = ["--find-links", "/opt/wheels"] if __import__("os").path.isdir("/opt/wheels") else []
+    session.install(*find_links, "-c", "constraints/torch.txt", "./packages/tao-core", "./packages/tao-pytorch[test]")
+    session.run("pytest", "packages/tao-pytorch/tests", "-q", *session.posargs)
