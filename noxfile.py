@@ -9,6 +9,8 @@ extras into a venv of its own. Sessions with torch add `-c constraints/torch.txt
 CPU build of torch 2.13.0 is used and nothing can pull torchvision.
 """
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -45,6 +47,6 @@ def deploy(session: nox.Session) -> None:
 @nox.session
 def pytorch(session: nox.Session) -> None:
     """tao-pytorch on the CPU build of torch 2.13.0 (uv needs the local wheel folder pointed out)."""
-    find_links = ["--find-links", "/opt/wheels"] if __import__("os").path.isdir("/opt/wheels") else []
+    find_links = ["--find-links", "/opt/wheels"] if os.path.isdir("/opt/wheels") else []
     session.install(*find_links, "-c", "constraints/torch.txt", "./packages/tao-core", "./packages/tao-pytorch[test]")
     session.run("pytest", "packages/tao-pytorch/tests", "-q", *session.posargs)
