@@ -140,12 +140,18 @@ def test_debug_flag_and_env_show_traceback(tmp_path, plugin_env):
         (["model", "dnio", "train"], "unknown network 'dnio' (did you mean 'dino'?)"),
         (["model", "dino", "trian", "-e", "x.yaml"], "has no task 'trian' (did you mean 'train'?)"),
         (["modle"], "unknown command 'modle' (did you mean 'model'?)"),
-        (["model", "dino", "train"], "bad command line"),  # -e missing
+        (["model", "dino", "train"], "the following arguments are required: -e/--experiment_spec_file"),
         (["model", "dino", "train", "-e", "/no/such/spec.yaml"], "spec file not found: /no/such/spec.yaml"),
-        (["model", "dino", "train", "-e", "SPEC", "--gpus", "two"], "bad command line"),
+        (["model", "dino", "train", "-e", "SPEC", "--gpus", "two"], "argument --gpus: invalid int value: 'two'"),
         (["model", "dino", "train", "-e", "SPEC", "train.num_epochs"], "expected a key=value override"),
         (["model", "dino", "train", "-e", "SPEC", "train.num_epoch=3"], "did you mean 'num_epochs'"),
         (["model", "dino", "train", "-e", "SPEC", "--gpus", "0"], "train.num_gpus: got 0"),
+        (["model", "dino", "train", "-e", "SPEC", "--num_nodes", "many"], "argument --num_nodes: invalid int value"),
+        (["model", "dino", "train", "-e", "SPEC", "--num_nodes", "0"], "train.num_nodes: got 0"),
+        (["model", "dino", "train", "-e", "SPEC", "-r"], "argument -r/--results_dir: expected one argument"),
+        (["model", "dino", "train", "-e", "SPEC", "--bogus"], "unrecognized arguments: --bogus"),
+        (["spec", "validate", "dino"], "the following arguments are required: task"),
+        (["spec", "explain", "dino", "train"], "invalid choice: 'explain'"),
     ],
 )
 def test_bad_command_lines_give_one_clear_error(tmp_path, plugin_env, args, expected):

@@ -5,6 +5,7 @@ process exits 1. Anything else is a bug: the traceback is kept. `--debug` on the
 or TAO_DEBUG=1 in the environment shows the full traceback for user errors too.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -33,3 +34,10 @@ def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class UserArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are TaoUserErrors (one line, exit 1) instead of usage + exit 2."""
+
+    def error(self, message: str):
+        raise TaoUserError(f"{self.prog}: {message} (see {self.prog} --help)")

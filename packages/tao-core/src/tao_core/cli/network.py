@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tao_core.cli.guard import run_guarded
+from tao_core.cli.guard import UserArgumentParser, run_guarded
 from tao_core.errors import SpecError, TaoUserError
 from tao_core.spec.validate import did_you_mean
 
@@ -96,8 +96,8 @@ class YamlNetworkCli(_NetworkCliBase):
         self.network, self.tasks, self.description = network, dict(tasks), description
         self.spec_network = spec_network or network
 
-    def parser(self, task: str) -> argparse.ArgumentParser:
-        p = argparse.ArgumentParser(prog=f"{self.network} {task}", description=self.description)
+    def parser(self, task: str) -> UserArgumentParser:
+        p = UserArgumentParser(prog=f"{self.network} {task}", description=self.description)
         p.add_argument("-e", "--experiment_spec_file", required=True, help="YAML spec file")
         p.add_argument("-r", "--results_dir", help="results folder (overrides results_dir of the spec)")
         p.add_argument("-k", "--key", help="key to encrypt / decrypt model files")
@@ -108,12 +108,7 @@ class YamlNetworkCli(_NetworkCliBase):
 
     def parse(self, task: str, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         """Parse the flags and return (args, overrides in the order they take effect)."""
-        try:
-            args = self.parser(task).parse_intermixed_args(argv)
-        except SystemExit as stop:
-            if stop.code == 0:
-                raise
-            raise TaoUserError(f"{self.network} {task}: bad command line {argv} (see --help)") from None
+        args = self.parser(task).parse_intermixed_args(argv)
         for item in args.overrides:
             if "=" not in item:
                 raise TaoUserError(f"argument '{item}': expected a key=value override, e.g. train.num_epochs=5")

@@ -1,14 +1,14 @@
 """`tao spec validate|template|schema <network> <task>`: work on specs without data or weights."""
 
-import argparse
 import json
 
+from tao_core.cli.guard import UserArgumentParser
 from tao_core.errors import SpecError, SpecErrors, TaoUserError
 from tao_core.specs import get_spec
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tao spec", description="Check or print a network's spec.")
+def _parser() -> UserArgumentParser:
+    p = UserArgumentParser(prog="tao spec", description="Check or print a network's spec.")
     p.add_argument("action", choices=["validate", "template", "schema"])
     p.add_argument("network")
     p.add_argument("task")
@@ -20,10 +20,8 @@ def _parser() -> argparse.ArgumentParser:
 def spec_command(argv: list[str]) -> int:
     try:
         args = _parser().parse_intermixed_args(argv)
-    except SystemExit as stop:
-        if stop.code == 0:
-            return 0
-        raise TaoUserError(f"tao spec: bad command line {argv}; see tao spec --help") from None
+    except SystemExit as stop:  # --help
+        return int(stop.code or 0)
     spec = get_spec(args.network)
     if args.action == "template":
         print(spec.template(args.task), end="")
