@@ -1,0 +1,7 @@
+"""`deformable_detr export`: see tao_pytorch.detr.tasks.export."""
+
+from tao_pytorch.detr.tasks.export import run_export
+
+
+def run(cfg, ctx):
+    return run_export("deformable_detr", cfg, ctx)

@@ -1,0 +1,7 @@
+"""`deformable_detr inference`: see tao_pytorch.detr.tasks.inference."""
+
+from tao_pytorch.detr.tasks.inference import run_inference
+
+
+def run(cfg, ctx):
+    return run_inference("deformable_detr", cfg, ctx)

@@ -1,0 +1,7 @@
+"""`dino evaluate`: see tao_pytorch.detr.tasks.evaluate."""
+
+from tao_pytorch.detr.tasks.evaluate import run_evaluate
+
+
+def run(cfg, ctx):
+    return run_evaluate("dino", cfg, ctx)

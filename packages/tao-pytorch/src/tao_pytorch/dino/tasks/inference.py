@@ -1,0 +1,7 @@
+"""`dino inference`: see tao_pytorch.detr.tasks.inference."""
+
+from tao_pytorch.detr.tasks.inference import run_inference
+
+
+def run(cfg, ctx):
+    return run_inference("dino", cfg, ctx)
