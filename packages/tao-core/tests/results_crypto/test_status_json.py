@@ -169,3 +169,12 @@ def test_task_log_verbose_keeps_debug(tmp_path, clean_root_logger):
     for handler in logging.getLogger().handlers:
         handler.flush()
     assert "debug detail" in (tmp_path / "evaluate" / "evaluate.log").read_text()
+
+
+@pytest.mark.parametrize("var", ["RANK", "LOCAL_RANK", "NODE_RANK", "OMPI_COMM_WORLD_RANK"])
+def test_only_rank_zero_writes_status_and_log(tmp_path, monkeypatch, var):
+    monkeypatch.setenv(var, "1")
+    StatusLogger(tmp_path, "train").write("RUNNING", "from rank 1")
+    setup_task_logging(tmp_path, "train")
+    assert not (tmp_path / "train" / "status.json").exists()
+    assert not (tmp_path / "train" / "train.log").exists()

@@ -96,9 +96,12 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def _is_rank_zero() -> bool:
-    # Under torchrun/mpirun every rank runs the task; only one may append to status.json.
-    for var in ("RANK", "OMPI_COMM_WORLD_RANK"):
+def is_rank_zero() -> bool:
+    """False in every process but the first of a distributed run (torchrun, Lightning, mpirun).
+
+    Lightning's own launcher sets only LOCAL_RANK / NODE_RANK in the processes it starts.
+    """
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "OMPI_COMM_WORLD_RANK"):
         if os.environ.get(var, "0").strip() not in ("", "0"):
             return False
     return True
@@ -122,7 +125,7 @@ class StatusLogger:
     ):
         self.task = task
         self.path = task_dir(results_dir, task) / filename
-        self.enabled = _is_rank_zero() if enabled is None else enabled
+        self.enabled = is_rank_zero() if enabled is None else enabled
         self._now = now
 
     def record(
@@ -208,7 +211,12 @@ def setup_task_logging(results_dir: str | os.PathLike, task: str, verbose: bool 
         root.removeHandler(handler)
         handler.close()
     formatter = logging.Formatter(_LOG_FORMAT)
-    for handler in (logging.FileHandler(log_path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+    # Only the first process of a distributed run writes the log file (the others' lines would
+    # interleave); every process still logs to its console.
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if is_rank_zero():
+        handlers.insert(0, logging.FileHandler(log_path, encoding="utf-8"))
+    for handler in handlers:
         handler._tao_task_handler = True  # marks ours, so a re-run removes exactly these
         handler.setFormatter(formatter)
         handler.setLevel(level)
