@@ -14,14 +14,20 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "deploy", "pytorch"]
+nox.options.sessions = ["lint", "core", "deploy", "pytorch", "e2e"]
 nox.options.reuse_venv = "no"
+
+# uv does not read pip's config: point it at the local folder holding the CPU torch wheel.
+TORCH_INSTALL = [
+    *(["--find-links", "/opt/wheels"] if os.path.isdir("/opt/wheels") else []),
+    "-c", "constraints/torch.txt",
+]
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")
-    session.run("ruff", "check", "packages", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "packages", "benchmarks", "tests", "examples", "noxfile.py")
 
 
 @nox.session
@@ -47,6 +53,15 @@ def deploy(session: nox.Session) -> None:
 @nox.session
 def pytorch(session: nox.Session) -> None:
     """tao-pytorch on the CPU build of torch 2.13.0 (uv needs the local wheel folder pointed out)."""
-    find_links = ["--find-links", "/opt/wheels"] if os.path.isdir("/opt/wheels") else []
-    session.install(*find_links, "-c", "constraints/torch.txt", "./packages/tao-core", "./packages/tao-pytorch[test]")
+    session.install(*TORCH_INSTALL, "./packages/tao-core", "./packages/tao-pytorch[test]")
     session.run("pytest", "packages/tao-pytorch/tests", "-q", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Across packages: models exported by tao-pytorch, built and evaluated by tao-deploy."""
+    session.install(
+        *TORCH_INSTALL, "./packages/tao-core", "./packages/tao-pytorch[test]", "./packages/tao-deploy",
+        "./packages/tao-convert",
+    )
+    session.run("pytest", "tests", "-q", *session.posargs)

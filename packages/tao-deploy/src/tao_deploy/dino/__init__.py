@@ -1,0 +1,1 @@
+"""DINO on TensorRT / ONNX Runtime engines: `tao deploy dino <task>` (see tao_deploy.detr)."""
