@@ -102,10 +102,13 @@ def _fold_cast_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
 def compute_amax(
     model: onnx.ModelProto, reader, method: str = "entropy", percentile: float = 99.999
 ) -> dict[str, float]:
-    """Per-tensor absolute range (amax) of every float tensor, observed over `reader`'s batches.
+    """Per-tensor absolute range (amax) of float tensors, observed over `reader`'s batches.
 
-    All float tensors are calibrated, not only the ones that get Q/DQ, so the calibration
-    cache also serves TensorRT's implicit INT8 mode (DeepStream's int8-calib-file).
+    minmax observes every float tensor, so its calibration cache also serves TensorRT's
+    implicit INT8 mode (DeepStream's int8-calib-file). The histogram methods (entropy,
+    percentile) observe the tensors around the INT8_OP_TYPES nodes, the ones Q/DQ needs: a
+    histogram needs a finite range, and detection graphs hold tensors that are infinite on
+    purpose (DETR's masked encoder proposals). Non-finite ranges are dropped in every mode.
     """
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
@@ -122,7 +125,7 @@ def compute_amax(
         onnx.save_model(_copy(model), src)
         calibrator = create_calibrator(
             src,
-            [],  # empty = every float tensor
+            [] if method == "minmax" else list(INT8_OP_TYPES),  # [] = every float tensor
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=methods[method],
             extra_options=extra,
@@ -139,10 +142,17 @@ def compute_amax(
                     if chunk.total == 0:
                         raise TaoUserError("calibration got no batches: the calibration data source is empty") from None
             ranges = calibrator.compute_data()
-    amax = {}
+    amax, dropped = {}, []
     for name, data in ranges.data.items():
         lo, hi = data.range_value
-        amax[name] = float(max(abs(float(np.max(lo))), abs(float(np.max(hi)))))
+        value = float(max(abs(float(np.max(lo))), abs(float(np.max(hi)))))
+        if np.isfinite(value):
+            amax[name] = value
+        else:
+            dropped.append(name)
+    if dropped:
+        log.info("calibration: %d tensors with non-finite values get no INT8 scale (they stay float): %s",
+                 len(dropped), ", ".join(dropped[:8]))
     return amax
 
 
