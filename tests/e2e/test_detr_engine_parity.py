@@ -17,8 +17,8 @@ from e2e_helpers import INPUT_HW, NUM_VAL, TINY_MODEL, max_rel_diff, pseudo_grou
 from tao_core.data.images import load_image_rgb
 from tao_core.specs import get_spec
 from tao_deploy import load_engine
-from tao_deploy.engine.calibration import read_cache
 from tao_deploy.detr.detector import EngineDetector
+from tao_deploy.engine.calibration import read_cache
 from tao_pytorch.common.checkpoint import load_model_weights
 from tao_pytorch.detr.build import build_model
 from tao_pytorch.detr.data import build_dataloader
