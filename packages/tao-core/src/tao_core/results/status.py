@@ -237,7 +237,7 @@ def task_run(
     status = StatusLogger(results_dir, task, **logger_kwargs)
     title = f"{network} {task}" if network else task
     log = logging.getLogger(f"tao.{task}")
-    done = f"{title[:1].upper()}{title[1:]} finished successfully."  # keeps "DINO" upper case
+    done = f"{title} finished successfully."
     status.write(Status.STARTED, f"Starting {title}.")
     try:
         yield status
