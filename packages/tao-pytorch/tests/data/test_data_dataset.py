@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from tao_core.data.coco import load_coco_sources
+from tao_core.data.images import list_images
 from tao_pytorch.detr.data import transforms as T
 from tao_pytorch.detr.data.dataset import (
     CocoDetectionDataset,
     ImageListDataset,
     SharedRecords,
     collate_detr,
-    list_images,
     with_mask_channel,
 )
 

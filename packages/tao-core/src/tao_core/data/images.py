@@ -8,6 +8,7 @@ the upright image. Loading without `exif_transpose` would pair boxes with a side
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +18,9 @@ from tao_core.errors import TaoUserError
 # EXIF Orientation values 5..8 are the transposed / 90-degree rotations that swap width and height.
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = (5, 6, 7, 8)
+
+# What an image folder is searched for (inference folders), compared case-insensitively.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -94,3 +98,23 @@ def check_decodable(path: str | os.PathLike) -> tuple[int, int]:
     """Fully decode `path` (slow, catches truncated files) and return its upright (width, height)."""
     arr = load_image_rgb(path)
     return arr.shape[1], arr.shape[0]
+
+
+def list_images(
+    image_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    field: str = "dataset.infer_data_sources.image_dir",
+) -> list[str]:
+    """Image files (IMAGE_EXTENSIONS, case-insensitive) under each directory, recursively, sorted
+    per directory, directories in the order given. A directory that is missing or holds no image
+    is a TaoUserError naming `field`, the spec field the directories came from."""
+    dirs = [image_dirs] if isinstance(image_dirs, (str, os.PathLike)) else list(image_dirs)
+    paths = []
+    for d in map(str, dirs):
+        if not os.path.isdir(d):
+            raise TaoUserError(f"{field}: {d} is not a directory")
+        found = [os.path.join(root, f) for root, _, files in os.walk(d) for f in files
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise TaoUserError(f"{field}: no {'/'.join(IMAGE_EXTENSIONS)} images in {d}")
+        paths += sorted(found)
+    return paths

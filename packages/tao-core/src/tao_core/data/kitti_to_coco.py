@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tao_core.data.images import image_size
+from tao_core.data.images import IMAGE_EXTENSIONS, image_size
 from tao_core.data.kitti import (
     KittiObject,
     map_classes,
@@ -71,7 +71,6 @@ DEFAULT_TARGET_CLASS_MAPPING: dict[str, str] = {
     "personalbag": "bag",
 }
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)

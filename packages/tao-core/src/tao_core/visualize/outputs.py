@@ -8,6 +8,9 @@ For each input image, InferenceWriter.write produces, like TAO:
 Only detections with score >= conf_threshold are kept, in both outputs. PNG inputs stay PNG
 (lossless); every other format is written as JPEG. Images with the same stem overwrite each
 other, as in TAO; give each stem once per results_dir.
+
+write_detr_detections applies DINO / Deformable DETR's class naming (label l = classmap line l)
+before the writer, for the PyTorch and the engine inference tasks alike.
 """
 
 from __future__ import annotations
@@ -92,3 +95,21 @@ class InferenceWriter:
         label_out = self.labels_dir / (src.stem + ".txt")
         write_kitti_labels(label_out, objects)
         return image_out, label_out
+
+
+def write_detr_detections(
+    writer: InferenceWriter,
+    image_path: str | os.PathLike,
+    image: np.ndarray | Image.Image | None,
+    det: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+) -> int:
+    """One image's decoded DETR detections (numpy `scores`, `labels`, `boxes` xyxy in the original
+    image) through `writer`, with TAO's classmap rule: label l is named class_names[l - 1] (line l
+    of the classmap), labels the classmap does not name (0, > len) are dropped.
+    Returns how many of the named detections reach the writer's conf_threshold."""
+    scores, labels, boxes = (np.asarray(det[k]) for k in ("scores", "labels", "boxes"))
+    named = [i for i, lab in enumerate(labels.tolist()) if 1 <= lab <= len(class_names)]
+    names = [class_names[labels[i] - 1] for i in named]
+    writer.write(image_path, image, boxes[named], scores[named], names)
+    return int((scores[named] >= writer.conf_threshold).sum())

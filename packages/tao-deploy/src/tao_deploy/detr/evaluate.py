@@ -6,7 +6,8 @@ resized to the engine's input size (see tao_deploy.detr.detector), decoded with
 model.num_select, detections below evaluate.conf_threshold dropped, and scored with
 tao_core.metrics.coco.evaluate (dataset.eval_class_ids restricts both sides).
 
-Writes into <results_dir>/evaluate/ (or evaluate.results_dir), like the PyTorch task:
+tao_core.metrics.coco_report.write_coco_evaluation (the PyTorch task's writer too) writes into
+<results_dir>/evaluate/ (or evaluate.results_dir):
     results.json       12 COCO stats, mAP / mAP50 / ..., per-class AP, run details
     detections.json    the COCO results list that was scored
     ground_truth.json  the ground truth it was scored against
@@ -19,14 +20,9 @@ import logging
 import time
 
 from tao_core.data.coco import load_coco_sources
+from tao_core.metrics.coco_report import write_coco_evaluation
 from tao_core.processing.detr import to_coco_results
-from tao_deploy.detr.core_candidates import (
-    batch_size_of,
-    eval_sources,
-    input_size_of,
-    output_dir,
-    write_coco_evaluation,
-)
+from tao_core.tasks.detr import batch_size_of, eval_sources, input_size_of, output_dir
 from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import os
 
+from tao_core.data.classmap import label_names
 from tao_core.errors import SpecError, TaoUserError
-from tao_deploy.detr.core_candidates import label_names
 from tao_deploy.detr.detector import check_detr_io, image_preprocessor, normalisation
 from tao_deploy.engine import calibration as cal
 from tao_deploy.engine.builder import build_from_spec

@@ -17,15 +17,10 @@ from __future__ import annotations
 import logging
 import os
 
-from tao_core.visualize.outputs import InferenceWriter
-from tao_deploy.detr.core_candidates import (
-    batch_size_of,
-    input_size_of,
-    list_images,
-    output_dir,
-    read_classmap,
-    write_detr_detections,
-)
+from tao_core.data.classmap import read_classmap
+from tao_core.data.images import list_images
+from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
+from tao_core.visualize.outputs import InferenceWriter, write_detr_detections
 from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
 
 logger = logging.getLogger(__name__)

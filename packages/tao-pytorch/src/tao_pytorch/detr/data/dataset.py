@@ -8,7 +8,6 @@ orig_size (2,) and size (2,) as (h, w), area, iscrowd.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,11 +17,8 @@ from torch.utils.data import Dataset
 from tao_core.data.coco import CocoIndex
 from tao_core.data.images import load_image_rgb
 from tao_core.data.serialized import SerializedList
-from tao_core.errors import TaoUserError
 from tao_core.processing.detr import pad_batch
 from tao_pytorch.detr.data.transforms import Normalize
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class SharedRecords:
@@ -98,21 +94,6 @@ class CocoDetectionDataset(Dataset):
     def source_ids(self) -> np.ndarray:
         """Index of the data source (json file) of every image, for source-balanced sampling."""
         return np.fromiter((self.records[i]["source"] for i in range(len(self))), np.int64, len(self))
-
-
-def list_images(image_dirs: str | Sequence[str]) -> list[str]:
-    """Image files (by extension, case-insensitive) under each directory, recursively, sorted."""
-    dirs = [image_dirs] if isinstance(image_dirs, (str, os.PathLike)) else list(image_dirs)
-    paths = []
-    for d in dirs:
-        if not os.path.isdir(d):
-            raise TaoUserError(f"dataset.infer_data_sources.image_dir: {d} is not a directory")
-        found = [os.path.join(root, f) for root, _, files in os.walk(d) for f in files
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
-        if not found:
-            raise TaoUserError(f"dataset.infer_data_sources.image_dir: no {'/'.join(IMAGE_EXTENSIONS)} images in {d}")
-        paths += sorted(found)
-    return paths
 
 
 class ImageListDataset(Dataset):

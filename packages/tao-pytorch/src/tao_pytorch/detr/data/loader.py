@@ -9,8 +9,9 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
 
 from tao_core.data.coco import load_coco_sources
+from tao_core.data.images import list_images
 from tao_core.errors import TaoUserError
-from tao_pytorch.detr.data.dataset import CocoDetectionDataset, ImageListDataset, collate_detr, list_images
+from tao_pytorch.detr.data.dataset import CocoDetectionDataset, ImageListDataset, collate_detr
 from tao_pytorch.detr.data.samplers import SPLITTING_SAMPLERS, build_train_sampler, check_sampler, split_sources
 from tao_pytorch.detr.data.transforms import build_transforms, cfg_get
 

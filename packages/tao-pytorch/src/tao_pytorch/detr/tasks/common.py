@@ -1,5 +1,8 @@
-"""What the evaluate, inference and export tasks of DINO and Deformable DETR share: the checks
-that run before any compute, the model loaded from a checkpoint, class names, batch size."""
+"""What the evaluate, inference and export tasks of DINO and Deformable DETR share on the PyTorch
+side: the checks that run before any compute and the model loaded from a checkpoint.
+
+The framework-free rules the deploy engine tasks share live in tao-core: task sections in
+tao_core.tasks.detr, class names in tao_core.data.classmap."""
 
 from __future__ import annotations
 
@@ -15,18 +18,6 @@ from tao_pytorch.common.checkpoint import load_checkpoint, load_model_weights
 from tao_pytorch.detr.build import build_model
 
 logger = logging.getLogger(__name__)
-
-
-def task_section(cfg, task: str):
-    return cfg.get(task) if hasattr(cfg, "get") else getattr(cfg, task)
-
-
-def output_dir(section, ctx) -> str:
-    """`<task>.results_dir` when the spec sets it, else <results_dir>/<task> (ctx.results_dir)."""
-    out = section.get("results_dir") if hasattr(section, "get") else getattr(section, "results_dir", None)
-    out = str(out or ctx.results_dir)
-    os.makedirs(out, exist_ok=True)
-    return out
 
 
 def refuse_trt_engine(section, network: str, task: str) -> None:
@@ -76,72 +67,3 @@ def load_task_model(network: str, cfg, checkpoint, path: str, task: str, device:
         )
     logger.info("loaded %d tensors from %s", len(report.loaded), path)
     return model.to(device).eval()
-
-
-def batch_size_of(section, cfg) -> int:
-    """`<task>.batch_size`, or dataset.batch_size when it is -1."""
-    bs = int(getattr(section, "batch_size", -1) or -1)
-    return bs if bs > 0 else int(cfg.dataset.batch_size)
-
-
-def input_size_of(section, task: str) -> tuple[int, int] | None:
-    """(h, w) from `<task>.input_height/input_width`, or None (aspect-preserving resize)."""
-    h, w = getattr(section, "input_height", None), getattr(section, "input_width", None)
-    if (h is None) != (w is None):
-        missing = "input_width" if w is None else "input_height"
-        raise SpecError(f"{task}.{missing}", None, "a value: input_height and input_width are given together")
-    return None if h is None else (int(h), int(w))
-
-
-def read_classmap(path: str | os.PathLike) -> list[str]:
-    """Class names of a classmap file: one per line, line i (0-based) = category id i + 1."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            names = [line.strip() for line in f]
-    except FileNotFoundError:
-        raise TaoUserError(f"dataset.infer_data_sources.classmap: {path} does not exist") from None
-    while names and not names[-1]:
-        names.pop()
-    if not names or any(not n for n in names):
-        raise TaoUserError(f"dataset.infer_data_sources.classmap: {path} must list one class name per line, no blanks")
-    return names
-
-
-def names_by_id(cfg) -> dict[int, str]:
-    """Category id -> name from the spec's data: the first COCO json of train/val/test sources,
-    else the inference classmap. Empty when there is none."""
-    from tao_core.data.coco import read_json
-
-    ds = cfg.dataset
-    sources = []
-    for field in ("test_data_sources", "val_data_sources", "train_data_sources"):
-        value = ds.get(field) if hasattr(ds, "get") else getattr(ds, field, None)
-        if value is None:
-            continue
-        sources += [value] if hasattr(value, "get") and "json_file" in value else list(value)
-    for src in sources:
-        json_file = src.get("json_file") if hasattr(src, "get") else getattr(src, "json_file", None)
-        if json_file and os.path.isfile(str(json_file)):
-            cats = read_json(str(json_file)).get("categories", [])
-            return {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
-    infer = ds.get("infer_data_sources") if hasattr(ds, "get") else getattr(ds, "infer_data_sources", None)
-    classmap = infer.get("classmap") if infer is not None else None
-    if classmap and os.path.isfile(str(classmap)):
-        return {i + 1: n for i, n in enumerate(read_classmap(classmap))}
-    return {}
-
-
-def label_names(cfg) -> list[str]:
-    """One name per model output class (index = category id), as in TAO's labels.txt:
-    'background' at 0 when ids start at 1, 'unknown' where the data names no class."""
-    num_classes = int(cfg.dataset.num_classes)
-    names = names_by_id(cfg)
-    out = []
-    for i in range(num_classes):
-        if i in names:
-            out.append(names[i])
-        elif i == 0 and (not names or min(names) > 0):
-            out.append("background")
-        else:
-            out.append("unknown")
-    return out

@@ -32,14 +32,15 @@ import warnings
 import numpy as np
 import torch
 
-from tao_core.data.images import load_image_rgb
+from tao_core.data.classmap import label_names
+from tao_core.data.images import list_images, load_image_rgb
 from tao_core.deepstream import detr_config, write_deepstream_files
 from tao_core.errors import SpecError, TaoUserError
 from tao_core.io.atomic import atomic_write_bytes, atomic_write_text
 from tao_core.processing.detr import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 from tao_pytorch.detr.export import INPUT_NAMES, OUTPUT_NAMES, DetrExportWrapper
 from tao_pytorch.detr.msda_trt import KERNEL_NAME, PLUGIN_DOMAIN, PLUGIN_OP, msda_kernel
-from tao_pytorch.detr.tasks.common import device_for, label_names, load_task_model, read_model_checkpoint
+from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def check_output_path(onnx_file, key: str | None) -> str:
 
 def sample_image_path(cfg) -> str | None:
     """The first image of the inference folders, else of the evaluation / validation data."""
-    from tao_pytorch.detr.data.dataset import list_images
-
     ds = cfg.dataset
     infer = ds.get("infer_data_sources")
     if infer is not None and infer.get("image_dir"):

@@ -6,7 +6,8 @@ id i + 1); detections of ids the classmap does not name are dropped, as in TAO.
 Pre-processing is the evaluation transform (test_random_resize, or the exact
 inference.input_height x input_width); decoding the top-k of model.num_select.
 
-Writes with tao_core.visualize.outputs.InferenceWriter (the writer every network uses), into
+Writes with tao_core.visualize.outputs.write_detr_detections / InferenceWriter (the writer every
+network uses, and the deploy engine task), into
 <results_dir>/inference/ (or inference.results_dir):
     images_annotated/<stem>.jpg|.png   boxes with "name: score", inference.color_map / outline_width
     labels/<stem>.txt                  KITTI lines with the score as 16th field
@@ -21,20 +22,13 @@ import os
 
 import torch
 
-from tao_core.visualize.outputs import InferenceWriter
+from tao_core.data.classmap import read_classmap
+from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
+from tao_core.visualize.outputs import InferenceWriter, write_detr_detections
 from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import build_dataloader, build_dataset
 from tao_pytorch.detr.data.dataset import with_mask_channel
-from tao_pytorch.detr.tasks.common import (
-    batch_size_of,
-    device_for,
-    input_size_of,
-    load_task_model,
-    output_dir,
-    read_classmap,
-    read_model_checkpoint,
-    refuse_trt_engine,
-)
+from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint, refuse_trt_engine
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +64,8 @@ def run_inference(network: str, cfg, ctx) -> dict:
             outputs = model(with_mask_channel(images, mask).to(device))
             sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
             for det, target in zip(postprocess(outputs, sizes), targets, strict=True):
-                scores, labels, boxes = (det[k].cpu().numpy() for k in ("scores", "labels", "boxes"))
-                named = [i for i, lab in enumerate(labels.tolist()) if 1 <= lab <= len(class_names)]
-                names = [class_names[labels[i] - 1] for i in named]
-                writer_for(target["path"]).write(target["path"], None, boxes[named], scores[named], names)
-                num_kept += int((scores[named] >= conf).sum())
+                det = {k: det[k].cpu().numpy() for k in ("scores", "labels", "boxes")}
+                num_kept += write_detr_detections(writer_for(target["path"]), target["path"], None, det, class_names)
 
     message = f"Inference on {len(dataset)} images: {num_kept} detections with score >= {conf} written to {out_dir}"
     logger.info(message)
