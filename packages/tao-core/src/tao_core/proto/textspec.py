@@ -10,6 +10,7 @@ key (`target_class_config.car.dbscan_eps=0.2`) and repeated messages by index
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,12 @@ _UNKNOWN_ENUM = re.compile(r'Enum type "([\w.]+)" has no value named (\w+)')
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|#[^\n]*|[A-Za-z_][\w.]*|[{}<>:]|[^\s{}<>:]+')
 _NAMED_FIELD = re.compile(r'^Field "(\w+)" is specified along|should not have multiple "(\w+)" fields')
 _LOCATION = re.compile(r"^\d+(?::\d+)? : ")
+# Two artifacts of spec examples printed in documentation, neither valid protobuf text:
+# a line of dots standing for omitted entries, and a bare `<placeholder>` where a string goes.
+_ELISION = re.compile(r"^\s*\.{2,}\s*$")
+_PLACEHOLDER = re.compile(r"^(\s*\w+\s*:\s*)(<[\w\-./]+>)(\s*(?:#.*)?)$")
+
+log = logging.getLogger(__name__)
 
 
 def read_text(path: str | Path) -> str:
@@ -37,9 +44,29 @@ def read_text(path: str | Path) -> str:
         raise SpecError("spec_file", str(path), f"a readable UTF-8 text file ({e})", source=str(path)) from None
 
 
+def tolerate_documentation_artifacts(text: str, source: str | None = None) -> str:
+    """Make a spec copied from the documentation parse, warning about each change.
+
+    `..` lines (elided entries) are dropped; `field: <placeholder>` becomes the string
+    "<placeholder>" (a one-token `<...>` can never be a message literal), so the validation
+    that follows names the field whose value still has to be filled in.
+    """
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        where = f"{source or '<spec>'}:{number}"
+        if _ELISION.match(line):
+            log.warning("%s: '%s' (an elision in the documentation) ignored", where, line.strip())
+            lines[number - 1] = ""
+        elif m := _PLACEHOLDER.match(line):
+            log.warning("%s: placeholder %s read as a string; replace it with a real value", where, m.group(2))
+            lines[number - 1] = f'{m.group(1)}"{m.group(2)}"{m.group(3)}'
+    return "\n".join(lines)
+
+
 def parse(text: str, message_cls: type[Message], source: str | None = None) -> Message:
     """Parse protobuf text into a new `message_cls`; a ParseError becomes a SpecError."""
     msg = message_cls()
+    text = tolerate_documentation_artifacts(text, source)
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
