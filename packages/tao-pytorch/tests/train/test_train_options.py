@@ -160,3 +160,18 @@ def test_dangling_latest_link_is_an_error(tmp_path):
     cfg.train.resume_training_checkpoint_path = str(tmp_path / "missing.pth")
     with pytest.raises(TaoUserError, match="does not exist"):
         resolve_resume("dino", cfg, str(tmp_path))
+
+
+def test_ddp_sharded_maps_to_fsdp_on_gpu_and_zero_on_cpu():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
+
+    from tao_pytorch.detr.trainer import _strategy
+
+    sharded = SimpleNamespace(distributed_strategy="ddp_sharded")
+    gpu = _strategy(sharded, "gpu", 2)
+    assert isinstance(gpu, FSDPStrategy)
+    cpu = _strategy(sharded, "cpu", 2)
+    assert isinstance(cpu, DDPStrategy) and not isinstance(cpu, FSDPStrategy)
+    assert _strategy(sharded, "cpu", 1) == "auto"

@@ -18,8 +18,10 @@ processes use Lightning's DDP: the command is re-launched per rank, so a script 
 must do so under `if __name__ == "__main__":` (the `tao` / `dino` commands do).
 Precision: fp16 -> "16-mixed" on GPU; on CPU fp16 falls back to fp32 with a warning (no fp16
 autocast on CPU, and bf16 autocast is slower than fp32 on most CPUs).
-distributed_strategy ddp_sharded: DDP with the optimizer state sharded across ranks
-(torch ZeroRedundancyOptimizer, the successor of the fairscale OSS TAO used), on CPU and GPU.
+distributed_strategy ddp_sharded (TAO's fairscale sharded DDP, i.e. ZeRO-2): on GPUs Lightning's
+FSDP with SHARD_GRAD_OP (gradients and optimizer state sharded, full state dict in checkpoints);
+on CPU, where Lightning's FSDP is not available, DDP with the optimizer state sharded by torch's
+ZeroRedundancyOptimizer (said in the log).
 """
 
 from __future__ import annotations
@@ -127,9 +129,20 @@ def _strategy(train: Any, accelerator: str, world_size: int):
         return "auto"
     from pytorch_lightning.strategies import DDPStrategy
 
+    if train.distributed_strategy == "ddp_sharded" and accelerator == "gpu":
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        return FSDPStrategy(sharding_strategy="SHARD_GRAD_OP", state_dict_type="full")
+    if train.distributed_strategy == "ddp_sharded":
+        log.info("train.distributed_strategy=ddp_sharded on CPU: Lightning's FSDP needs GPUs; "
+                 "DDP with the optimizer state sharded across ranks (ZeroRedundancyOptimizer) instead")
     # The models keep every parameter in the graph (DINO adds its denoising embedding even when
     # a batch builds no denoising query), so DDP needs no unused-parameter search.
     return DDPStrategy(find_unused_parameters=False, process_group_backend="nccl" if accelerator == "gpu" else "gloo")
+
+
+def accelerator_of(trainer: pl.Trainer) -> str:
+    return "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
 
 
 def build_trainer(network: str, cfg: Any, results_dir: str, key: str | None, steps_per_epoch: int,
@@ -201,6 +214,9 @@ def run_training(network: str, cfg: Any, ctx: Any, **trainer_overrides: Any) -> 
     # 4. fit
     steps = max(1, len(datasets["train"]) // batch_size // max(1, int(train.num_gpus) * int(train.num_nodes)))
     trainer = build_trainer(network, cfg, results_dir, ctx.key, steps, **trainer_overrides)
-    module.shard_optimizer = train.distributed_strategy == "ddp_sharded" and trainer.world_size > 1
+    # FSDP shards the optimizer state itself; the CPU fallback shards it with ZeroRedundancyOptimizer
+    module.shard_optimizer = (
+        train.distributed_strategy == "ddp_sharded" and trainer.world_size > 1 and accelerator_of(trainer) == "cpu"
+    )
     trainer.fit(module, ckpt_path=ckpt_path)  # Ctrl+C: Lightning stops cleanly and exits with status 1
     return trainer
