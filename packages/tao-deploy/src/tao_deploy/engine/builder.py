@@ -20,6 +20,7 @@ from tao_deploy import __version__
 from tao_deploy.backends import BuildOptions, choose_backend
 from tao_deploy.engine import calibration as cal
 from tao_deploy.engine import precision as prec
+from tao_deploy.engine import tensorfile_source as tfs
 from tao_deploy.engine.engine_file import engine_path_is_writable, write_engine
 from tao_deploy.engine.onnx_io import ModelSource, input_specs, load_onnx, output_specs, select_outputs
 from tao_deploy.engine.profile import Profile, batch_profile, validate_profile
@@ -86,7 +87,7 @@ def build_engine(
     inputs = input_specs(model)
     profile = profile or batch_profile(inputs, min_batch, opt_batch, max_batch, input_dims)
     validate_profile(profile, inputs)
-    cache = _check_calibration(precision, calibration)
+    cache = _check_calibration(precision, calibration, inputs, profile)
 
     prepared, cache_path = _apply_precision(model, precision, calibration, cache, fp16_keep_fp32_ops, keep_fp32_nodes)
     log.info("building %s engine with %s", precision.upper(), backend_mod.NAME)
@@ -123,11 +124,13 @@ def build_engine(
 def prepare_onnx(model: onnx.ModelProto, precision: str, calibration: cal.Calibration | None = None) -> onnx.ModelProto:
     """The precision pass alone (for inspection, or for DeepStream's onnx-file)."""
     precision = prec.normalize_precision(precision)
-    cache = _check_calibration(precision, calibration)
+    cache = _check_calibration(precision, calibration, input_specs(model))
     return _apply_precision(model, precision, calibration, cache, prec.FP16_KEEP_FP32_OPS, ())[0]
 
 
-def _check_calibration(precision: str, calibration: cal.Calibration | None) -> cal.CalibrationCache | None:
+def _check_calibration(
+    precision: str, calibration: cal.Calibration | None, inputs=None, profile: Profile | None = None
+) -> cal.CalibrationCache | None:
     if precision != "int8":
         if calibration is not None and calibration.data is not None:
             log.info("calibration data given but precision is %s: not used", precision.upper())
@@ -138,6 +141,11 @@ def _check_calibration(precision: str, calibration: cal.Calibration | None) -> c
     if cache is None and calibration.data is None:
         where = f" ({calibration.cache_file} does not exist)" if calibration.cache_file else ""
         raise TaoUserError(f"INT8 needs calibration data (e.g. cal_image_dir) or an existing calibration cache{where}")
+    # A batch source that can check itself against the model (a tensorfile: batch count and
+    # shapes) does so now, before any work.
+    validate = getattr(calibration.data, "validate", None)
+    if cache is None and inputs is not None and callable(validate):
+        validate(inputs, profile)
     return cache
 
 
@@ -175,12 +183,17 @@ def build_from_spec(
     class_names: list[str] | None = None,
     metadata: dict | None = None,
     outputs: list[str] | None = None,
+    cal_data_file: str | os.PathLike | None = None,
 ) -> EngineInfo:
     """Build from a tao_core.specs.common.GenTrtEngineConfig section.
 
-    INT8 data comes from `calibration_data` (any batch source), else from the spec's
-    cal_image_dir read with `preprocess(path) -> CHW float32`; an existing cal_cache_file
-    makes both unnecessary.
+    INT8 data comes from `calibration_data` (any batch source), else from `cal_data_file` (a
+    TAO tensorfile, e.g. from DetectNet_v2's calibration_tensorfile: its first cal_batches
+    records, each cut to cal_batch_size samples, as TAO's TensorfileCalibrator reads them),
+    else from the spec's cal_image_dir read with `preprocess(path) -> CHW float32`. A
+    cal_data_file that does not exist yet is written from cal_image_dir during calibration
+    (TAO's --cal_data_file with --cal_image_dir). An existing cal_cache_file makes all of
+    them unnecessary. (The spec has no cal_data_file field: it is a Python argument / CLI flag.)
     """
     trt = spec.tensorrt
     if not spec.onnx_file or not spec.trt_engine:
@@ -191,11 +204,10 @@ def build_from_spec(
         c = trt.calibration
         cache_exists = bool(c.cal_cache_file) and Path(c.cal_cache_file).is_file()
         data = calibration_data
-        if data is None and not cache_exists and c.cal_image_dir:
-            if preprocess is None:
-                raise TaoUserError("calibrating from cal_image_dir needs the network's preprocess function")
-            paths = cal.list_calibration_images(c.cal_image_dir, c.cal_batch_size, c.cal_batches)
-            data = cal.ImageBatches(paths, c.cal_batch_size, preprocess)
+        if data is None and not cache_exists and cal_data_file is not None:
+            data = _tensorfile_data(cal_data_file, c, preprocess)
+        elif data is None and not cache_exists and c.cal_image_dir:
+            data = _image_data(c, preprocess)
         calibration = cal.Calibration(data=data, method=c.method, cache_file=c.cal_cache_file)
     model = load_onnx(spec.onnx_file, key)
     # The spec's C/H/W fill dynamic image dims only; a model with fixed dims keeps its own.
@@ -228,6 +240,25 @@ def build_from_spec(
         keep_fp32_nodes=keep_fp32_nodes,
         verbose=spec.verbose,
     )
+
+
+def _image_data(c, preprocess) -> cal.ImageBatches:
+    if preprocess is None:
+        raise TaoUserError("calibrating from cal_image_dir needs the network's preprocess function")
+    paths = cal.list_calibration_images(c.cal_image_dir, c.cal_batch_size, c.cal_batches)
+    return cal.ImageBatches(paths, c.cal_batch_size, preprocess)
+
+
+def _tensorfile_data(cal_data_file, c, preprocess):
+    if Path(cal_data_file).exists():
+        return tfs.tensorfile_batches(cal_data_file, max_batches=c.cal_batches, batch_size=c.cal_batch_size)
+    if not c.cal_image_dir:
+        raise TaoUserError(
+            f"calibration tensorfile {cal_data_file} not found (cal_data_file); generate it with "
+            "calibration_tensorfile, or give cal_image_dir to write it from images"
+        )
+    log.info("INT8: %s does not exist: it will be written from cal_image_dir", cal_data_file)
+    return tfs.TensorfileFromImages(cal_data_file, _image_data(c, preprocess))
 
 
 def _fp32_layers(layers_precision: list[str]) -> tuple[str, ...]:

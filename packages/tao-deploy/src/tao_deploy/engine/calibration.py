@@ -4,7 +4,11 @@ Where batches come from is the caller's business (an image folder with the netwo
 preprocessing, a DetectNet_v2 tensorfile, a training dataloader): they hand over an iterable
 of preprocessed float32 batches, or a callable returning one. This module provides the generic
 parts: listing and checking calibration images, the adapter to onnxruntime's
-`CalibrationDataReader`, and reading / writing the calibration cache.
+`CalibrationDataReader`, and reading / writing the calibration cache. `tensorfile_batches`
+(from `tensorfile_source`, re-exported here) reads a TAO tensorfile (`cal_data_file`).
+
+A batch source may define `validate(inputs, profile)`: `build_engine` calls it before any
+work (the tensorfile source checks its batch count and shapes against the ONNX inputs there).
 
 Calibration cache (the file DeepStream's `int8-calib-file` and TensorRT's calibrators read)::
 
@@ -263,3 +267,7 @@ def read_cache(path) -> CalibrationCache:
     if not scales:
         raise TaoUserError(f"calibration cache {path} holds no scales; delete it to recalibrate")
     return CalibrationCache(int(head.group(1)), head.group(2), scales)
+
+
+# The tensorfile source (`cal_data_file`) lives in its own module; re-exported for callers of this one.
+from tao_deploy.engine.tensorfile_source import TensorfileBatches, tensorfile_batches  # noqa: E402, F401
