@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_core.errors import TaoUserError
+from tao_core.io.atomic import fsync_dir
 
 ARRAY_KEY = "_tensorfile_array_key_"  # dataset name of a record that is a bare array
 GROUP_PREFIX = "_tensorfile_array_key_"  # record i lives in group f"{GROUP_PREFIX}_{i}"
@@ -168,7 +169,7 @@ class TensorFileWriter:
         except BaseException:
             self._discard()
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -240,15 +241,6 @@ def _as_shape(shape) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
         raise TaoUserError(f"tensorfile shape {dims} has a negative dimension")
     return dims
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 # ---- reading ------------------------------------------------------------------------------

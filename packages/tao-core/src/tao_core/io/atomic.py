@@ -40,11 +40,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Persist the rename itself; not every filesystem allows opening a directory.
+def fsync_dir(folder: Path) -> None:
+    """Persist a rename into `folder` (not every filesystem allows opening a directory)."""
     with contextlib.suppress(OSError):
         dfd = os.open(folder, os.O_RDONLY)
         try:

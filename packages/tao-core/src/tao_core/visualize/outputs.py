@@ -97,6 +97,24 @@ class InferenceWriter:
         return image_out, label_out
 
 
+class InferenceWriters:
+    """One InferenceWriter per output folder: all in `results_dir`, or with `per_source_folder`
+    (TAO's `is_internal`) in a sub-folder named after each image's folder."""
+
+    def __init__(self, results_dir, color_map=None, outline_width: int = 3, conf_threshold: float = 0.5,
+                 per_source_folder: bool = False):
+        self._args = (color_map, outline_width, conf_threshold)
+        self.results_dir, self.per_source_folder = results_dir, per_source_folder
+        self._writers: dict[str, InferenceWriter] = {}
+        self.for_image("")  # a bad color_map or threshold fails now, before any model is loaded
+
+    def for_image(self, image_path: str | os.PathLike) -> InferenceWriter:
+        sub = os.path.basename(os.path.dirname(image_path)) if self.per_source_folder else ""
+        if sub not in self._writers:
+            self._writers[sub] = InferenceWriter(os.path.join(self.results_dir, sub), *self._args)
+        return self._writers[sub]
+
+
 def write_detr_detections(
     writer: InferenceWriter,
     image_path: str | os.PathLike,

@@ -15,12 +15,11 @@ folders go under <out>/<name of the image's parent folder>/.
 from __future__ import annotations
 
 import logging
-import os
 
 from tao_core.data.classmap import read_classmap
 from tao_core.data.images import list_images
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
-from tao_core.visualize.outputs import InferenceWriter, write_detr_detections
+from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
 from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
 
 logger = logging.getLogger(__name__)
@@ -33,17 +32,8 @@ def run(cfg, ctx) -> dict:
     input_size = input_size_of(section, "inference")
     paths = list_images(list(cfg.dataset.infer_data_sources.image_dir))
     out_dir = output_dir(section, ctx)
-    color_map = dict(section.color_map or {})
-    conf = float(section.conf_threshold)
-    writers: dict[str, InferenceWriter] = {}
-
-    def writer_for(path: str) -> InferenceWriter:
-        sub = os.path.basename(os.path.dirname(path)) if section.get("is_internal") else ""
-        if sub not in writers:
-            writers[sub] = InferenceWriter(os.path.join(out_dir, sub), color_map, section.outline_width, conf)
-        return writers[sub]
-
-    writer_for("")  # a bad color_map fails here, before the engine is loaded
+    writers = InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width,
+                               float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
     mean, std = normalisation(cfg)
     num_kept = 0
     with EngineDetector(engine_path, mean, std, cfg.model.num_select, batch_size_of(section, cfg),
@@ -51,9 +41,9 @@ def run(cfg, ctx) -> dict:
         logger.info("running %s (%s %s engine) on %d images", engine_path, detector.engine.precision.upper(),
                     detector.engine.backend, len(paths))
         for path, image, det in detector.detect_files(paths):
-            num_kept += write_detr_detections(writer_for(path), path, image, det, class_names)
+            num_kept += write_detr_detections(writers.for_image(path), path, image, det, class_names)
 
-    message = f"Inference on {len(paths)} images: {num_kept} detections with score >= {conf} written to {out_dir}"
+    message = f"Inference on {len(paths)} images: {num_kept} detections with score >= {section.conf_threshold} written to {out_dir}"
     logger.info(message)
     ctx.status.write("RUNNING", message)
     return {"num_images": len(paths), "num_detections": num_kept, "results_dir": out_dir}

@@ -18,13 +18,12 @@ folders go under <out>/<name of the image's parent folder>/.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from tao_core.data.classmap import read_classmap
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
-from tao_core.visualize.outputs import InferenceWriter, write_detr_detections
+from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
 from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import build_dataloader, build_dataset
 from tao_pytorch.detr.data.dataset import with_mask_channel
@@ -40,17 +39,8 @@ def run_inference(network: str, cfg, ctx) -> dict:
     class_names = read_classmap(cfg.dataset.infer_data_sources.classmap)
     input_size = input_size_of(section, "inference")
     out_dir = output_dir(section, ctx)
-    color_map = dict(section.color_map or {})
-    conf = float(section.conf_threshold)
-    writers: dict[str, InferenceWriter] = {}
-
-    def writer_for(path: str) -> InferenceWriter:
-        sub = os.path.basename(os.path.dirname(path)) if section.get("is_internal") else ""
-        if sub not in writers:
-            writers[sub] = InferenceWriter(os.path.join(out_dir, sub), color_map, section.outline_width, conf)
-        return writers[sub]
-
-    writer_for("")  # a bad color_map fails here, before the model is built
+    writers = InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width,
+                               float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
     dataset = build_dataset(cfg.dataset, "infer", input_size=input_size)
     loader = build_dataloader(cfg.dataset, "infer", batch_size=batch_size_of(section, cfg), dataset=dataset)
     logger.info("running inference on %d images", len(dataset))
@@ -65,9 +55,9 @@ def run_inference(network: str, cfg, ctx) -> dict:
             sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
             for det, target in zip(postprocess(outputs, sizes), targets, strict=True):
                 det = {k: det[k].cpu().numpy() for k in ("scores", "labels", "boxes")}
-                num_kept += write_detr_detections(writer_for(target["path"]), target["path"], None, det, class_names)
+                num_kept += write_detr_detections(writers.for_image(target["path"]), target["path"], None, det, class_names)
 
-    message = f"Inference on {len(dataset)} images: {num_kept} detections with score >= {conf} written to {out_dir}"
+    message = f"Inference on {len(dataset)} images: {num_kept} detections with score >= {section.conf_threshold} written to {out_dir}"
     logger.info(message)
     ctx.status.write("RUNNING", message)
     return {"num_images": len(dataset), "num_detections": num_kept, "results_dir": out_dir}
