@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tao_core.testing import find_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 # The default model: DINO small enough for a laptop CPU, every code path of the real one.
 DEMO_MODEL = {
@@ -51,14 +53,10 @@ DEMO_MODEL = {
 
 
 def find_raccoon(explicit: str | None) -> Path:
-    cands = [Path(explicit)] if explicit else []
-    env = os.environ.get("TAO_SHARED_DATA")
-    cands += [Path(env) / "raccoon"] if env else []
-    cands += [REPO.parent / "shared" / "data" / "raccoon", REPO / "examples" / "data" / "raccoon"]
-    for c in cands:
-        if (c / "annotations" / "instances_val.json").is_file():
-            return c
-    sys.exit("raccoon data not found: pass --data /path/to/raccoon")
+    found = Path(explicit) if explicit else find_dataset("raccoon", REPO)
+    if found is None or not (found / "annotations" / "instances_val.json").is_file():
+        sys.exit("raccoon data not found: pass --data /path/to/raccoon")
+    return found
 
 
 def parse_hw(text: str) -> tuple[int, int]:

@@ -33,6 +33,8 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
+from tao_core.testing import find_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 NETWORKS = ("dino", "deformable_detr")
 
@@ -43,10 +45,10 @@ DEFAULT_LR = {"dino": 2e-4, "deformable_detr": 5e-4}
 
 
 def find_raccoon() -> Path:
-    for cand in (REPO / "shared" / "data" / "raccoon", REPO / "examples" / "data" / "raccoon"):
-        if (cand / "annotations" / "instances_train.json").is_file():
-            return cand
-    sys.exit("raccoon data not found under shared/data or examples/data")
+    found = find_dataset("raccoon", REPO, "annotations/instances_train.json")
+    if found is None:
+        sys.exit("raccoon data not found under $TAO_SHARED_DATA, shared/data or examples/data")
+    return found
 
 
 def write_subset(data: Path, n_images: int, out: Path) -> tuple[str, str, int]:

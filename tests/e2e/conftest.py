@@ -6,7 +6,6 @@ from $TAO_SHARED_DATA, ../shared/data beside the checkout, or examples/data in t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,13 @@ pytest.importorskip("tao_deploy", reason="the end-to-end tests need tao-deploy")
 
 from e2e_helpers import Pipeline, make_subset, write_spec  # noqa: E402
 
+from tao_core.testing import find_dataset  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def find_raccoon() -> Path | None:
-    """The raccoon set: $TAO_SHARED_DATA/raccoon, shared/data/raccoon beside (or in) the
-    checkout, else examples/data/raccoon."""
-    env = os.environ.get("TAO_SHARED_DATA")
-    roots = [Path(env)] if env else []
-    roots += [REPO.parent / "shared" / "data", REPO / "shared" / "data", REPO / "examples" / "data"]
-    for root in roots:
-        cand = root / "raccoon"
-        if (cand / "annotations" / "instances_val.json").is_file() and (cand / "val" / "images").is_dir():
-            return cand
-    return None
+    return find_dataset("raccoon", REPO)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,16 @@
 """Data-pipeline fixtures: the real raccoon set when present, else a generated COCO set."""
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tao_core.testing import find_dataset
+
+REPO = Path(__file__).resolve().parents[4]
 
 # Small sizes keep the tests fast; the code paths are those of the 800/1333 defaults.
 SMALL_AUG = {
@@ -23,15 +26,6 @@ SMALL_AUG = {
     "fixed_padding": True,
     "fixed_random_crop": None,
 }
-
-
-def find_shared_data() -> Path | None:
-    """$TAO_SHARED_DATA, else shared/data beside the repository checkout."""
-    env = os.environ.get("TAO_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    repo = Path(__file__).resolve().parents[4]
-    candidates += [repo.parent / "shared" / "data", repo / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 def _generated_coco(root: Path, name: str, n: int, seed: int) -> dict:
@@ -61,9 +55,8 @@ def _generated_coco(root: Path, name: str, n: int, seed: int) -> dict:
 @pytest.fixture(scope="session")
 def coco_sources(tmp_path_factory):
     """{"train": [source], "val": [source]} of raccoon (real) or a generated stand-in."""
-    shared = find_shared_data()
-    raccoon = shared / "raccoon" if shared else None
-    if raccoon and (raccoon / "annotations" / "instances_train.json").is_file():
+    raccoon = find_dataset("raccoon", REPO, "annotations/instances_train.json")
+    if raccoon:
         return {split: [{"image_dir": str(raccoon / split / "images"),
                          "json_file": str(raccoon / "annotations" / f"instances_{split}.json")}]
                 for split in ("train", "val")}

@@ -6,7 +6,6 @@ A plain module with a name no other tests folder uses, imported by the test file
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import yaml
 from PIL import Image
 
 from tao_core.specs import get_spec
+from tao_core.testing import find_dataset
 from tao_pytorch.common.checkpoint import save_checkpoint
 from tao_pytorch.detr.build import build_model
 
@@ -38,19 +38,8 @@ SMALL_AUG = {"test_random_resize": 96, "random_resize_max_size": 160, "scales": 
 EXPORT_HW = (64, 96)
 
 
-def find_shared_data() -> Path | None:
-    """$TAO_SHARED_DATA, else shared/data beside the repository checkout."""
-    env = os.environ.get("TAO_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    repo = Path(__file__).resolve().parents[4]
-    candidates += [repo.parent / "shared" / "data", repo / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
-
-
 def raccoon_root() -> Path | None:
-    shared = find_shared_data()
-    root = shared / "raccoon" if shared else None
-    return root if root and (root / "annotations" / "instances_val.json").is_file() else None
+    return find_dataset("raccoon", Path(__file__).resolve().parents[4])
 
 
 def _generate_kitti_set(root: Path, n: int) -> Path:

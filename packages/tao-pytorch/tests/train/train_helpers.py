@@ -6,7 +6,6 @@ A plain module (not conftest.py) so the DDP script run as a subprocess can impor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL import Image
 from tao_core.cli.network import TaskContext, YamlNetworkCli
 from tao_core.results import StatusLogger
 from tao_core.specs import get_spec
+from tao_core.testing import find_dataset
 
 NUM_TRAIN, NUM_VAL = 6, 4
 
@@ -40,15 +40,7 @@ TINY_AUG = {
 
 
 def find_raccoon() -> Path | None:
-    """shared/data/raccoon: $TAO_SHARED_DATA, else shared/data beside the repository checkout."""
-    env = os.environ.get("TAO_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    repo = Path(__file__).resolve().parents[4]
-    candidates += [repo.parent / "shared" / "data", repo / "shared" / "data"]
-    for c in candidates:
-        if (c / "raccoon" / "annotations" / "instances_train.json").is_file():
-            return c / "raccoon"
-    return None
+    return find_dataset("raccoon", Path(__file__).resolve().parents[4], "annotations/instances_train.json")
 
 
 def _subset(src_json: Path, n: int, out: Path) -> None:
