@@ -21,25 +21,20 @@ import logging
 import os
 
 from tao_core.data.classmap import label_names
-from tao_core.errors import SpecError, TaoUserError
+from tao_core.errors import SpecError
 from tao_deploy.detr.detector import check_detr_io, image_preprocessor, normalisation
-from tao_deploy.engine import calibration as cal
 from tao_deploy.engine.builder import build_from_spec
-from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs
+from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs, static_dim
 from tao_deploy.engine.precision import normalize_precision
 
 logger = logging.getLogger(__name__)
 
 
-def _static(dim) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
 def model_input_hw(spec, shape, where: str) -> tuple[int, int]:
     """(H, W) the engine takes: the ONNX's fixed dims (TAO's export fixes them), else the spec's."""
-    if _static(shape[1]) is not None and int(spec.input_channel) != shape[1]:
+    if static_dim(shape[1]) is not None and int(spec.input_channel) != shape[1]:
         raise SpecError("gen_trt_engine.input_channel", spec.input_channel, f"{shape[1]}, the channels of {where}")
-    h, w = _static(shape[2]), _static(shape[3])
+    h, w = static_dim(shape[2]), static_dim(shape[3])
     if h is None or w is None:
         return int(spec.input_height), int(spec.input_width)
     if (h, w) != (int(spec.input_height), int(spec.input_width)):
@@ -64,12 +59,11 @@ def engine_class_names(cfg, onnx_file: str, num_classes: int | None) -> tuple[li
 
 def run(cfg, ctx) -> dict:
     spec = cfg.gen_trt_engine
-    trt = spec.tensorrt
     if not spec.onnx_file:
         raise SpecError("gen_trt_engine.onnx_file", None, "the exported .onnx (or .etlt) to build from")
     if not spec.trt_engine:
         raise SpecError("gen_trt_engine.trt_engine", None, "the path of the engine file to write")
-    precision = normalize_precision(trt.data_type)
+    normalize_precision(spec.tensorrt.data_type)  # an unsupported precision fails before the model is read
 
     model = load_onnx(spec.onnx_file, ctx.key)  # missing file, missing / wrong key: now
     inputs = input_specs(model)
@@ -78,35 +72,11 @@ def run(cfg, ctx) -> dict:
     inp = inputs[0]
     size_hw = model_input_hw(spec, inp.shape, str(spec.onnx_file))
     logits_shape = outputs["pred_logits"]
-    num_classes = _static(logits_shape[-1]) if len(logits_shape) == 3 else None
+    num_classes = static_dim(logits_shape[-1]) if len(logits_shape) == 3 else None
     if num_classes is not None and num_classes != int(cfg.dataset.num_classes):
         logger.warning("the model has %d classes, dataset.num_classes is %d", num_classes, cfg.dataset.num_classes)
     class_names, names_from = engine_class_names(cfg, str(spec.onnx_file), num_classes)
     mean, std = normalisation(cfg)
-
-    calibration_data = None
-    if precision == "int8":
-        c = trt.calibration
-        has_cache = bool(c.cal_cache_file) and os.path.isfile(str(c.cal_cache_file))
-        if not has_cache:
-            if not c.cal_image_dir:
-                raise TaoUserError(
-                    "INT8 needs calibration images (gen_trt_engine.tensorrt.calibration.cal_image_dir) or an existing "
-                    f"calibration cache (cal_cache_file{'=' + str(c.cal_cache_file) if c.cal_cache_file else ''})"
-                )
-            paths = cal.list_calibration_images(list(c.cal_image_dir), c.cal_batch_size, c.cal_batches)
-            batch = c.cal_batch_size
-            static_batch = _static(inp.shape[0])
-            if static_batch is not None and static_batch != batch:
-                logger.info("the ONNX has a fixed batch of %d: calibrating in batches of %d instead of %d",
-                            static_batch, static_batch, batch)
-                batch = static_batch
-                if len(paths) < batch:
-                    raise TaoUserError(f"calibration of a batch-{batch} model needs at least {batch} images, "
-                                       f"cal_batch_size x cal_batches gives {len(paths)}")
-            calibration_data = cal.ImageBatches(paths, batch, image_preprocessor(size_hw, mean, std))
-            logger.info("INT8 calibration: %d images (%d batches of %d) from %s, %s", len(calibration_data) * batch,
-                        len(calibration_data), batch, ", ".join(map(str, c.cal_image_dir)), c.method)
 
     metadata = {
         "network": ctx.network,
@@ -115,7 +85,8 @@ def run(cfg, ctx) -> dict:
         "num_select": int(cfg.model.num_select),
         "class_names_from": names_from,
     }
-    info = build_from_spec(spec, calibration_data, key=ctx.key, class_names=class_names, metadata=metadata)
+    info = build_from_spec(spec, preprocess=image_preprocessor(size_hw, mean, std), model=model, key=ctx.key,
+                           class_names=class_names, metadata=metadata)
     profile = info.metadata["profile"][inp.name]
     summary = {
         "trt_engine": str(info.path),

@@ -22,7 +22,7 @@ from tao_deploy.engine import calibration as cal
 from tao_deploy.engine import precision as prec
 from tao_deploy.engine import tensorfile_source as tfs
 from tao_deploy.engine.engine_file import engine_path_is_writable, write_engine
-from tao_deploy.engine.onnx_io import ModelSource, input_specs, load_onnx, output_specs, select_outputs
+from tao_deploy.engine.onnx_io import ModelSource, input_specs, load_onnx, output_specs, select_outputs, static_dim
 from tao_deploy.engine.profile import Profile, batch_profile, validate_profile
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def build_from_spec(
     metadata: dict | None = None,
     outputs: list[str] | None = None,
     cal_data_file: str | os.PathLike | None = None,
+    model: ModelSource | None = None,
 ) -> EngineInfo:
     """Build from a tao_core.specs.common.GenTrtEngineConfig section.
 
@@ -194,11 +195,14 @@ def build_from_spec(
     cal_data_file that does not exist yet is written from cal_image_dir during calibration
     (TAO's --cal_data_file with --cal_image_dir). An existing cal_cache_file makes all of
     them unnecessary. (The spec has no cal_data_file field: it is a Python argument / CLI flag.)
+    A model with a fixed batch is calibrated in batches of that size. `model`: the ONNX already
+    loaded by the caller (so an .etlt is decrypted once); default: read spec.onnx_file.
     """
     trt = spec.tensorrt
     if not spec.onnx_file or not spec.trt_engine:
         raise TaoUserError("gen_trt_engine.onnx_file and gen_trt_engine.trt_engine must both be set")
     precision = prec.normalize_precision(trt.data_type)
+    model = load_onnx(spec.onnx_file if model is None else model, key)
     calibration = None
     if precision == "int8":
         c = trt.calibration
@@ -207,15 +211,19 @@ def build_from_spec(
         if data is None and not cache_exists and cal_data_file is not None:
             data = _tensorfile_data(cal_data_file, c, preprocess)
         elif data is None and not cache_exists and c.cal_image_dir:
-            data = _image_data(c, preprocess)
+            data = _image_data(c, preprocess, _fixed_batch(model))
+        elif data is None and not cache_exists:
+            raise TaoUserError(
+                "INT8 needs calibration images (gen_trt_engine.tensorrt.calibration.cal_image_dir) or an existing "
+                f"calibration cache (cal_cache_file{'=' + str(c.cal_cache_file) if c.cal_cache_file else ''})"
+            )
         calibration = cal.Calibration(data=data, method=c.method, cache_file=c.cal_cache_file)
-    model = load_onnx(spec.onnx_file, key)
     # The spec's C/H/W fill dynamic image dims only; a model with fixed dims keeps its own.
     chw = (spec.input_channel, spec.input_height, spec.input_width)
     input_dims = {
         s.name: chw
         for s in input_specs(model)
-        if len(s.shape) == 4 and not all(isinstance(d, int) and d > 0 for d in s.shape[1:])
+        if len(s.shape) == 4 and not all(static_dim(d) for d in s.shape[1:])
     }
     keep_fp32_nodes = _fp32_layers(trt.layers_precision)
     batch = spec.batch_size
@@ -242,11 +250,27 @@ def build_from_spec(
     )
 
 
-def _image_data(c, preprocess) -> cal.ImageBatches:
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size of a model exported with a static batch, else None."""
+    return static_dim(input_specs(model)[0].shape[0])
+
+
+def _image_data(c, preprocess, fixed_batch: int | None = None) -> cal.ImageBatches:
     if preprocess is None:
         raise TaoUserError("calibrating from cal_image_dir needs the network's preprocess function")
-    paths = cal.list_calibration_images(c.cal_image_dir, c.cal_batch_size, c.cal_batches)
-    return cal.ImageBatches(paths, c.cal_batch_size, preprocess)
+    paths = cal.list_calibration_images(list(c.cal_image_dir), c.cal_batch_size, c.cal_batches)
+    batch = c.cal_batch_size
+    if fixed_batch is not None and fixed_batch != batch:
+        log.info("the ONNX has a fixed batch of %d: calibrating in batches of %d instead of %d",
+                 fixed_batch, fixed_batch, batch)
+        batch = fixed_batch
+        if len(paths) < batch:
+            raise TaoUserError(f"calibration of a batch-{batch} model needs at least {batch} images, "
+                               f"cal_batch_size x cal_batches gives {len(paths)}")
+    data = cal.ImageBatches(paths, batch, preprocess)
+    log.info("INT8 calibration: %d images (%d batches of %d) from %s, %s", len(data) * batch, len(data), batch,
+             ", ".join(map(str, c.cal_image_dir)), c.method)
+    return data
 
 
 def _tensorfile_data(cal_data_file, c, preprocess):

@@ -32,6 +32,11 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+def static_dim(dim) -> int | None:
+    """A fixed (positive integer) ONNX dimension, or None for a symbolic / unknown one."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 def load_onnx(source: ModelSource, key: str | bytes | None = None) -> onnx.ModelProto:
     """The ONNX model from a path (.onnx or encrypted .etlt), raw bytes, or a ModelProto."""
     if isinstance(source, onnx.ModelProto):
