@@ -77,9 +77,12 @@ def build_joiner(
     pretrained_backbone_path=None,
     temperature_h: float = 10000.0,
     temperature_w: float = 10000.0,
+    *,
+    pos_normalize_offset: float,
 ) -> Joiner:
     """Trunk + sine position encoding. return_interm_indices: stages 0..3, plus 4 = one extra level
-    built by input_proj; its length must equal num_feature_levels (the TAO rule)."""
+    built by input_proj; its length must equal num_feature_levels (the TAO rule).
+    pos_normalize_offset: the network's sine-embedding convention (see position_encoding)."""
     indices = list(return_interm_indices)
     if len(indices) != num_feature_levels:
         raise ValueError(
@@ -91,7 +94,9 @@ def build_joiner(
     if not stages:
         raise ValueError(f"return_interm_indices needs at least one backbone stage (0..3), got {indices}")
     body = build_backbone_body(backbone, stages, train_backbone, pretrained_backbone_path)
-    pos = PositionEmbeddingSine(hidden_dim // 2, temperature_h, temperature_w, normalize=True)
+    pos = PositionEmbeddingSine(
+        hidden_dim // 2, temperature_h, temperature_w, normalize_offset=pos_normalize_offset, normalize=True
+    )
     return Joiner(BackboneBase(body), pos)
 
 

@@ -17,6 +17,10 @@ from tao_pytorch.detr.backbone import build_input_proj, build_joiner, multiscale
 from tao_pytorch.detr.box_ops import inverse_sigmoid
 from tao_pytorch.detr.deformable_transformer import MLP, DeformableTransformer
 
+# Sine position embedding: fundamentalvision/Deformable-DETR centres each pixel before normalising,
+# (cumsum - 0.5) / (n + eps) * 2pi (DINO does not subtract the 0.5).
+POS_NORMALIZE_OFFSET = 0.5
+
 
 class DeformableDETR(nn.Module):
     def __init__(
@@ -125,6 +129,7 @@ def build_deformable_detr(model_cfg, num_classes: int) -> DeformableDETR:
         hidden_dim,
         train_backbone=_get(model_cfg, "train_backbone", True),
         pretrained_backbone_path=_get(model_cfg, "pretrained_backbone_path", None),
+        pos_normalize_offset=POS_NORMALIZE_OFFSET,
     )
     transformer = DeformableTransformer(
         d_model=hidden_dim,

@@ -19,6 +19,10 @@ from tao_pytorch.detr.deformable_transformer import MLP
 from tao_pytorch.dino.model.dn_components import dn_post_process, prepare_for_cdn
 from tao_pytorch.dino.model.transformer import DINO_EPS, DINOTransformer
 
+# Sine position embedding: IDEA-Research/DINO and TAO's DINO normalise the plain valid-pixel count,
+# cumsum / (n + eps) * 2pi, with no -0.5 centring (that is Deformable DETR's convention).
+POS_NORMALIZE_OFFSET = 0.0
+
 
 class DINO(nn.Module):
     def __init__(
@@ -136,6 +140,7 @@ def build_dino(model_cfg, num_classes: int) -> DINO:
         pretrained_backbone_path=_get(model_cfg, "pretrained_backbone_path", None),
         temperature_h=_get(model_cfg, "pe_temperatureH", 20),
         temperature_w=_get(model_cfg, "pe_temperatureW", 20),
+        pos_normalize_offset=POS_NORMALIZE_OFFSET,
     )
     transformer = DINOTransformer(
         d_model=hidden_dim,

@@ -77,16 +77,19 @@ def prepare_for_cdn(
     known_bid = batch_idx.repeat(2 * groups)
     known_boxes = boxes.repeat(2 * groups, 1)
 
+    # The random draws below (what, how many, in which order) are the reference's, so a seeded
+    # training step reproduces IDEA DINO's denoising queries exactly (checked in the oracle run).
     noised_labels = known_labels.clone()
     if label_noise_ratio > 0 and len(noised_labels):
         flip = torch.rand(noised_labels.shape, device=device) < label_noise_ratio * 0.5
-        noised_labels = torch.where(flip, torch.randint_like(noised_labels, 0, num_classes), noised_labels)
+        chosen = torch.nonzero(flip).view(-1)
+        noised_labels = noised_labels.scatter(0, chosen, torch.randint_like(chosen, 0, num_classes))
 
     noised_boxes = known_boxes.clone()
     if box_noise_scale > 0 and len(noised_boxes):
         xyxy = torch.cat([known_boxes[:, :2] - known_boxes[:, 2:] / 2, known_boxes[:, :2] + known_boxes[:, 2:] / 2], 1)
         half_wh = torch.cat([known_boxes[:, 2:] / 2, known_boxes[:, 2:] / 2], 1)
-        sign = torch.randint(0, 2, known_boxes.shape, device=device).float() * 2.0 - 1.0
+        sign = torch.randint_like(known_boxes, 0, 2, dtype=torch.float32) * 2.0 - 1.0
         part = torch.rand_like(known_boxes)
         is_negative = (torch.arange(len(known_boxes), device=device) // max(n_boxes, 1)) % 2 == 1
         part = part + is_negative[:, None].float()  # negatives: |noise| in [1, 2) x half size
