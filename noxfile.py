@@ -14,7 +14,7 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "deploy", "pytorch", "e2e"]
+nox.options.sessions = ["lint", "core", "deploy", "pytorch", "tf", "e2e"]
 nox.options.reuse_venv = "no"
 
 # uv does not read pip's config: point it at the local folder holding the CPU torch wheel.
@@ -55,6 +55,16 @@ def pytorch(session: nox.Session) -> None:
     """tao-pytorch on the CPU build of torch 2.13.0 (uv needs the local wheel folder pointed out)."""
     session.install(*TORCH_INSTALL, "./packages/tao-core", "./packages/tao-pytorch[test]")
     session.run("pytest", "packages/tao-pytorch/tests", "-q", *session.posargs)
+
+
+@nox.session
+def tf(session: nox.Session) -> None:
+    """tao-tf (DetectNet_v2) on TensorFlow 2.21 + tf_keras in a venv without torch, which a test asserts."""
+    session.install("./packages/tao-core[test]", "./packages/tao-tf[test]")
+    session.run(
+        "pytest", "packages/tao-tf/tests", "-q", *session.posargs,
+        env={"TAO_EXPECT_NO_TORCH": "1"},
+    )
 
 
 @nox.session

@@ -1,0 +1,173 @@
+"""DetectNet_v2 speed figures (JSON on stdout): clustering per frame, Keras vs ONNX Runtime FP32
+latency / throughput at batch 1 and 8, unpruned vs pruned ONNX Runtime, and training images/s.
+
+    /work/venv-tf/bin/python benchmarks/detectnet.py [--height 384 --width 640 --layers 18 --repeats 5]
+
+Every variant pair runs alternating in this one process, `--repeats` times; figures are the
+median with [min, max]. The load average is recorded: on a shared machine only differences
+larger than the spread mean anything.
+
+- clustering: `tao_core.processing.detectnet.postprocess_detectnet` on a synthetic frame
+  (one class, `--objects` boxes rasterized by the training rasterizer, coverage noise on the
+  whole grid), DBSCAN vs NMS, ms per frame.
+- inference: a resnet model with random weights (speed does not depend on the values) through
+  Keras (`model(x)`) and through ONNX Runtime on its tf2onnx export.
+- pruning: the same model pruned with -pth `--prune-threshold` after giving its filters
+  spread-out norms (a trained model's norms are spread; random init's are not), ONNX Runtime.
+  AP after retraining is not measured here.
+- training: images/s of the compiled train step (forward, TAO cost, backward, Adam) on
+  synthetic batches; the tf.data input pipeline is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import tao_tf  # noqa: F401  (selects tf_keras before TensorFlow loads)
+
+
+def _summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _timed(fn, repeats_inner: int = 1) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats_inner):
+        fn()
+    return (time.perf_counter() - start) / repeats_inner
+
+
+def clustering(args) -> dict:
+    from tao_core.processing.detectnet import ClusteringParams, postprocess_detectnet
+    from tao_tf.detectnet_v2.model.rasterizer import ClassRaster, rasterize
+
+    rng = np.random.default_rng(0)
+    h, w = args.height, args.width
+    boxes = []
+    for _ in range(args.objects):
+        x1, y1 = rng.uniform(0, w - 80), rng.uniform(0, h - 80)
+        boxes.append([x1, y1, x1 + rng.uniform(30, 80), y1 + rng.uniform(30, 80)])
+    cov, bbox, _ = rasterize(boxes, [0] * len(boxes), 1, (h, w), [ClassRaster()])
+    cov = np.clip(cov + rng.uniform(0, 0.02, cov.shape), 0, 1).astype(np.float32)[None]
+    bbox = (bbox + rng.normal(0, 0.02, bbox.shape)).astype(np.float32)[None]
+    algos = {
+        "dbscan": ClusteringParams(algorithm="dbscan", coverage_threshold=0.005, dbscan_eps=0.15,
+                                   minimum_bounding_box_height=4),
+        "nms": ClusteringParams(algorithm="nms", coverage_threshold=0.005, nms_iou_threshold=0.3,
+                                minimum_bounding_box_height=4),
+    }  # fmt: skip
+    times = {k: [] for k in algos}
+    found = {}
+    for _ in range(args.repeats):
+        for name, params in algos.items():
+            times[name].append(1000 * _timed(lambda p=params: postprocess_detectnet(cov, bbox, ["a"], (h, w), p), 5))
+            found[name] = len(postprocess_detectnet(cov, bbox, ["a"], (h, w), params)[0])
+    return {"ms_per_frame": {k: _summary(v) for k, v in times.items()}, "detections": found,
+            "candidates": int((cov > 0.005).sum()), "objects": args.objects}  # fmt: skip
+
+
+def _onnx_session(model):
+    import onnxruntime as ort
+
+    from tao_tf.detectnet_v2.model.onnx_export import keras_to_onnx
+
+    data = keras_to_onnx(model, 13).SerializeToString()
+    opts = ort.SessionOptions()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def inference_and_pruning(args) -> dict:
+    from tao_core.proto.detectnet_v2.model_pb2 import ModelConfig
+    from tao_tf.detectnet_v2.model.build import build_model
+    from tao_tf.detectnet_v2.model.prune import apply_pruning, plan_pruning
+
+    mc = ModelConfig(arch="resnet", num_layers=args.layers, use_batch_norm=True)
+    model = build_model(mc, 1, (3, args.height, args.width))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # spread filter norms (as training does), so pruning has something to remove
+        if layer.name.startswith(("conv1", "block_")) and hasattr(layer, "filters"):
+            kernel, *rest = layer.get_weights()
+            kernel = kernel * rng.uniform(0.01, 1.0, kernel.shape[-1]).astype(np.float32)
+            layer.set_weights([kernel, *rest])
+    keep, _ = plan_pruning(model, threshold=args.prune_threshold)
+    pruned = apply_pruning(model, keep)
+    sessions = {"onnxruntime_fp32": _onnx_session(model), "onnxruntime_fp32_pruned": _onnx_session(pruned)}
+    out = {"parameters": {"unpruned": model.count_params(), "pruned": pruned.count_params()}}
+    for batch in (1, 8):
+        x = rng.random((batch, 3, args.height, args.width), dtype=np.float32)
+        model(x)  # warm-up (graph building)
+        for s in sessions.values():
+            s.run(None, {"input_1": x})
+        times = {"keras": [], **{k: [] for k in sessions}}
+        for _ in range(args.repeats):
+            times["keras"].append(_timed(lambda x=x: model(x, training=False)))
+            for name, s in sessions.items():
+                times[name].append(_timed(lambda s=s, x=x: s.run(None, {"input_1": x})))
+        out[f"batch_{batch}"] = {
+            name: {"latency_ms": _summary([1000 * t for t in v]), "images_per_s": _summary([batch / t for t in v])}
+            for name, v in times.items()
+        }
+    return out
+
+
+def training(args) -> dict:
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from tao_core.proto.detectnet_v2.model_pb2 import ModelConfig
+    from tao_tf.detectnet_v2.model.build import build_model
+    from tao_tf.detectnet_v2.model.cost import class_costs, total_cost
+    from tao_tf.detectnet_v2.model.rasterizer import ClassRaster, rasterize
+
+    h, w, batch = args.height, args.width, args.train_batch
+    model = build_model(ModelConfig(arch="resnet", num_layers=args.layers, use_batch_norm=True), 1, (3, h, w))
+    opt = keras.optimizers.Adam(1e-4)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((batch, 3, h, w), dtype=np.float32))
+    cov, bbox, norm = rasterize([[40, 40, 200, 200]], [0], 1, (h, w), [ClassRaster()])
+    targets = [tf.constant(np.repeat(t[None], batch, 0)) for t in (cov, bbox, norm)]
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            c, b = model(images, training=True)
+            loss = total_cost(class_costs(targets[0], c, targets[1], b, targets[2], [0.05]), [1.0], [[0.1, 0.9]])
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    step()  # trace
+    rates = [batch / _timed(lambda: float(step()), 3) for _ in range(args.repeats)]
+    return {"images_per_s": _summary(rates), "batch": batch}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--layers", type=int, default=18)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--objects", type=int, default=10)
+    p.add_argument("--prune-threshold", type=float, default=0.5)
+    p.add_argument("--train-batch", type=int, default=4)
+    p.add_argument("--skip", nargs="*", default=[], choices=["clustering", "inference", "training"])
+    args = p.parse_args()
+    result = {"machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
+              "config": vars(args)}  # fmt: skip
+    for name, fn in (("clustering", clustering), ("inference", inference_and_pruning), ("training", training)):
+        if name not in args.skip:
+            print(f"running {name} ...", file=sys.stderr)
+            result[name] = fn(args)
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
