@@ -22,7 +22,18 @@ Repeats are alternated across the variants (network x device), the order rotated
                     Without clear_refs: ru_maxrss, a whole-process peak (warm-up included).
     GPU memory      torch.cuda.max_memory_allocated over the timed steps (`peak_alloc_mib`) and the
                     same minus memory_allocated before them (`step_alloc_mib`).
+    phases_s        per-phase time of a step, mean over the timed steps (GPU: synchronised at each
+                    phase boundary): data (fetching the batch from the spec's DataLoader, measured
+                    while pre-fetching; 0 with --synthetic), forward (model), loss (matcher + set
+                    criterion + weighted sum), backward (loss.backward + gradient clipping),
+                    optimizer (zero_grad + step)
 Reported per variant: median and min-max over repeats.
+
+Variants: network x device x MSDA kernel (--msda-kernels, default "auto": the module default;
+e.g. `--msda-kernels pytorch auto` compares the grid_sample core with the sparse CPU kernel).
+
+--synthetic HxWxB (e.g. 320x320x3): instead of the spec's data, fixed random batches of
+--batch-size images of H x W with B random boxes each (the shapes of a benchmark that states them).
 
 A spec written for DINO also works for --network deformable_detr: the model keys Deformable DETR
 does not have (dn_number, ...) are dropped and listed in the output.
@@ -31,6 +42,8 @@ Usage:
     python benchmarks/train_step.py                                   # DINO, demo spec, CPU (+GPU)
     python benchmarks/train_step.py --network both --device cpu --repeats 3 --steps 8
     python benchmarks/train_step.py --spec my.yaml --network deformable_detr --batch-size 2 model.num_queries=100
+    python benchmarks/train_step.py --spec benchmarks/specs/r50_4level_320.yaml --network both --device cpu \
+        --batch-size 2 --synthetic 320x320x3 --activation-checkpoint off --msda-kernels pytorch auto
 Prints one JSON object. Run from anywhere; relative paths in the spec are read from the repo root.
 """
 
@@ -118,6 +131,28 @@ def _to_device(batch, device):
     return images.to(device), mask.to(device), moved
 
 
+def _synthetic_batches(args, cfg, count: int) -> list:
+    """`count` fixed random batches: --batch-size images of H x W, B boxes each (--synthetic HxWxB)."""
+    import torch
+
+    h, w, n_boxes = (int(x) for x in args.synthetic.lower().split("x"))
+    batch = args.batch_size or int(cfg.dataset.batch_size)
+    g = torch.Generator().manual_seed(args.seed)
+    batches = []
+    for _ in range(count):
+        images = torch.randn(batch, 3, h, w, generator=g)
+        mask = torch.zeros(batch, h, w, dtype=torch.bool)
+        targets = []
+        for _ in range(batch):
+            centre = torch.rand(n_boxes, 2, generator=g) * 0.6 + 0.2
+            size = torch.rand(n_boxes, 2, generator=g) * 0.3 + 0.05
+            labels = torch.randint(1, int(cfg.dataset.num_classes), (n_boxes,), generator=g)
+            targets.append({"labels": labels, "boxes": torch.cat([centre, size], 1),
+                            "orig_size": torch.tensor([h, w]), "size": torch.tensor([h, w])})
+        batches.append((images, mask, targets))
+    return batches
+
+
 def measure(args) -> dict:
     """Build, warm up and time one variant in this process."""
     os.chdir(REPO)  # spec paths are relative to the repository root
@@ -140,19 +175,32 @@ def measure(args) -> dict:
     import random
 
     random.seed(args.seed)
-    loader = build_dataloader(cfg.dataset, "train", seed=args.seed)
-    batches, it = [], iter(loader)
-    while len(batches) < args.warmup + args.steps:
-        try:
-            batches.append(next(it))
-        except StopIteration:
-            it = iter(loader)
+    data_times = []
+    if args.synthetic:
+        batches = _synthetic_batches(args, cfg, args.warmup + args.steps)
+    else:
+        loader = build_dataloader(cfg.dataset, "train", seed=args.seed)
+        batches, it = [], iter(loader)
+        while len(batches) < args.warmup + args.steps:
+            t = time.perf_counter()
+            try:
+                batches.append(next(it))
+            except StopIteration:
+                it = iter(loader)
+                continue
+            data_times.append(time.perf_counter() - t)
     batches = [_to_device(b, device) for b in batches]
     batch_size = int(batches[0][0].shape[0])
     shapes = sorted({tuple(b[0].shape[-2:]) for b in batches[args.warmup:]})
 
     module = DetrLightningModule(args.network, cfg).to(device)
     module.train()
+    if args.msda_kernel != "auto":
+        from tao_pytorch.detr.msda import MSDeformAttn
+
+        for m in module.modules():
+            if isinstance(m, MSDeformAttn):
+                m.kernel = args.msda_kernel
     optimizer = module.configure_optimizers()["optimizer"]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     clip = float(cfg.train.clip_grad_norm)
@@ -161,15 +209,32 @@ def measure(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def step(batch):
+    phase_names = ("forward", "loss", "backward", "optimizer")
+    phase_totals = dict.fromkeys(phase_names, 0.0)
+
+    def step(batch, timed=False):
+        marks = [time.perf_counter()]
+
+        def mark():
+            if timed:
+                sync()
+                marks.append(time.perf_counter())
+
         images, mask, targets = batch
         outputs = module(images, mask, targets)
+        mark()
         loss, _ = module._loss(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
+        mark()
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
+        mark()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        mark()
+        if timed:
+            for name, a, b in zip(phase_names, marks, marks[1:]):
+                phase_totals[name] += b - a
         return loss
 
     for b in batches[: args.warmup]:
@@ -186,10 +251,12 @@ def measure(args) -> dict:
     t_all = time.perf_counter()
     for b in batches[args.warmup:]:
         t = time.perf_counter()
-        loss = step(b)
+        loss = step(b, timed=True)
         sync()
         step_times.append(time.perf_counter() - t)
     total = time.perf_counter() - t_all
+    phases = {"data": statistics.mean(data_times) if data_times else 0.0}
+    phases.update({k: v / args.steps for k, v in phase_totals.items()})
 
     out = {
         "images_per_s": batch_size * args.steps / total,
@@ -202,6 +269,7 @@ def measure(args) -> dict:
         "load_avg_1m": os.getloadavg()[0],
         "threads": torch.get_num_threads(),
         "activation_checkpoint": bool(cfg.train.activation_checkpoint),
+        "phases_s": phases,
     }
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / MIB
@@ -233,7 +301,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch intra-op threads on CPU (default: torch's choice)")
     ap.add_argument("--activation-checkpoint", default="spec", choices=["spec", "on", "off"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--msda-kernels", nargs="+", default=["auto"],
+                    help="MSDA kernels to compare (names of tao_pytorch.detr.msda.MSDA_KERNELS, or auto)")
+    ap.add_argument("--synthetic", help="HxWxB: random batches of HxW images with B boxes each, not the spec's data")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--msda-kernel", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="dotted key=value spec overrides, e.g. model.num_queries=100")
     args = ap.parse_args()
     args.spec = str(Path(args.spec).resolve())
@@ -249,17 +321,19 @@ def main() -> None:
         sys.exit("--device cuda: torch sees no CUDA device")
     devices = {"cpu": ["cpu"], "cuda": ["cuda"]}.get(args.device, ["cpu", "cuda"] if cuda else ["cpu"])
     networks = NETWORKS if args.network == "both" else (args.network,)
-    variants = [(n, d) for n in networks for d in devices]
+    variants = [(n, d, k) for n in networks for d in devices for k in args.msda_kernels]
     dropped = {n: load_cfg(n, args.spec, list(args.overrides))[1] for n in networks}
 
-    runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
+    runs: dict[tuple[str, str, str], list[dict]] = {v: [] for v in variants}
     t_start = time.perf_counter()
     for r in range(args.repeats):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
-        for network, device in order:
+        for network, device, kernel in order:
             cmd = [sys.executable, __file__, "--child", "--spec", args.spec, "--network", network, "--device", device,
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
-                   "--activation-checkpoint", args.activation_checkpoint]
+                   "--activation-checkpoint", args.activation_checkpoint, "--msda-kernel", kernel]
+            if args.synthetic:
+                cmd += ["--synthetic", args.synthetic]
             if args.batch_size:
                 cmd += ["--batch-size", str(args.batch_size)]
             if args.threads:
@@ -269,25 +343,29 @@ def main() -> None:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.stderr.write(proc.stderr)
-                sys.exit(f"repeat {r} of {network}/{device} failed (exit {proc.returncode})")
+                sys.exit(f"repeat {r} of {network}/{device}/{kernel} failed (exit {proc.returncode})")
             rec = json.loads(proc.stdout.strip().splitlines()[-1])
             rec["process_s"] = time.perf_counter() - t
-            runs[(network, device)].append(rec)
-            print(f"repeat {r} {network}/{device}: {rec['images_per_s']:.2f} img/s", file=sys.stderr, flush=True)
+            runs[(network, device, kernel)].append(rec)
+            print(f"repeat {r} {network}/{device}/msda={kernel}: {rec['images_per_s']:.2f} img/s, "
+                  f"{rec['step_s_mean']:.2f} s/step", file=sys.stderr, flush=True)
 
     result = {
         "spec": os.path.relpath(args.spec, REPO) if args.spec.startswith(str(REPO)) else args.spec,
         "overrides": list(args.overrides),
+        "synthetic": args.synthetic,
         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "seed": args.seed,
         "host": {"cpus": os.cpu_count(), "torch": torch.__version__, "cuda": cuda},
         "wall_s": round(time.perf_counter() - t_start, 1),
         "results": {},
     }
-    for (network, device), recs in runs.items():
+    for (network, device, kernel), recs in runs.items():
         first = recs[0]
         entry = {
             "images_per_s": _summary([x["images_per_s"] for x in recs]),
             "step_s": _summary([x["step_s_mean"] for x in recs], 3),
+            "phases_s": {k: _summary([x["phases_s"][k] for x in recs], 3) for k in first["phases_s"]},
+            "msda_kernel": kernel,
             "batch_size": first["batch_size"],
             "input_hw": first["input_hw"],
             "activation_checkpoint": first["activation_checkpoint"],
@@ -306,7 +384,8 @@ def main() -> None:
             entry["threads"] = first["threads"]
         if dropped[network]:
             entry["spec_model_keys_dropped"] = dropped[network]
-        result["results"].setdefault(network, {})[device] = entry
+        name = device if len(args.msda_kernels) == 1 else f"{device}/msda={kernel}"
+        result["results"].setdefault(network, {})[name] = entry
     print(json.dumps(result, indent=2))
 
 

@@ -5,9 +5,15 @@ reference point; the sampled values (bilinear) are mixed with softmax weights pr
 query. The core sampling is done here in plain PyTorch with `F.grid_sample`, which runs on CPU
 and GPU, has autograd, and exports to the standard ONNX GridSample op (opset >= 16).
 
-Seam for a fused kernel: `MSDA_KERNELS` maps a name to a function with the signature of
-`ms_deform_attn_core`; `MSDeformAttn(kernel=...)` picks one by name at call time. A CUDA kernel
-or the TensorRT plugin can be registered there later without touching the modules.
+Kernels: `MSDA_KERNELS` maps a name to a function with the signature of `ms_deform_attn_core`;
+`MSDeformAttn(kernel=...)` picks one by name at call time:
+    "pytorch"     `ms_deform_attn_core` below: grid_sample per level; runs anywhere, exports to ONNX
+    "sparse_cpu"  `msda_cpu.sparse_msda`: the same numbers as one sparse product per pass, with a
+                  hand-written backward; several times faster on CPU (benchmarks/msda.py)
+    "trt_plugin"  registered by `msda_trt`: exports as TensorRT's MSDA plugin node
+    "auto"        (the default) "sparse_cpu" for fp32 / fp64 tensors on CPU in eager mode, else
+                  "pytorch": on GPU, and whenever the model is being traced, compiled or exported,
+                  so exported graphs always hold the standard GridSample op.
 
 Parameter names (`sampling_offsets`, `attention_weights`, `value_proj`, `output_proj`) and their
 initialisation follow fundamentalvision/Deformable-DETR, so its checkpoints load unchanged.
@@ -19,6 +25,10 @@ from typing import List, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tao_pytorch.detr.msda_cpu import DTYPES as SPARSE_DTYPES
+from tao_pytorch.detr.msda_cpu import sparse_msda
+from tao_pytorch.detr.msda_cpu import supports as sparse_supports
 
 SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
 
@@ -71,19 +81,47 @@ def ms_deform_attn_core(
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
-# name -> function with ms_deform_attn_core's signature. One entry for now (see module docstring).
-MSDA_KERNELS = {"pytorch": ms_deform_attn_core}
+def ms_deform_attn_sparse(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """`ms_deform_attn_core` computed by `msda_cpu.sparse_msda` (CPU, fp32 / fp64); calls it cannot
+    take (empty query sets, other devices or dtypes) go to `ms_deform_attn_core`."""
+    shapes = spatial_shapes_list(spatial_shapes)
+    if not sparse_supports(value, shapes, sampling_locations.shape[1]):
+        return ms_deform_attn_core(value, shapes, level_start_index, sampling_locations, attention_weights)
+    return sparse_msda(value, shapes, sampling_locations, attention_weights)
+
+
+# name -> function with ms_deform_attn_core's signature (see the module docstring)
+MSDA_KERNELS = {"pytorch": ms_deform_attn_core, "sparse_cpu": ms_deform_attn_sparse}
+AUTO_KERNEL = "auto"
+
+
+def _tracing() -> bool:
+    """True while torch.onnx / torch.jit / torch.compile / torch.export trace the model."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def auto_kernel(value: torch.Tensor) -> str:
+    """The kernel "auto" stands for, for this value tensor (see the module docstring)."""
+    if value.device.type == "cpu" and value.dtype in SPARSE_DTYPES and not _tracing():
+        return "sparse_cpu"
+    return "pytorch"
 
 
 class MSDeformAttn(nn.Module):
     def __init__(
-        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, kernel: str = "pytorch"
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, kernel: str = AUTO_KERNEL
     ):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if kernel not in MSDA_KERNELS:
-            raise ValueError(f"unknown MSDA kernel {kernel!r}; registered: {sorted(MSDA_KERNELS)}")
+        if kernel != AUTO_KERNEL and kernel not in MSDA_KERNELS:
+            raise ValueError(f"unknown MSDA kernel {kernel!r}; registered: {sorted(MSDA_KERNELS)} or {AUTO_KERNEL!r}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.kernel = kernel
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
@@ -149,5 +187,6 @@ class MSDeformAttn(nn.Module):
             )
         else:
             raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")
-        out = MSDA_KERNELS[self.kernel](value, input_spatial_shapes, input_level_start_index, locations, weights)
+        kernel = auto_kernel(value) if self.kernel == AUTO_KERNEL else self.kernel
+        out = MSDA_KERNELS[kernel](value, input_spatial_shapes, input_level_start_index, locations, weights)
         return self.output_proj(out)
