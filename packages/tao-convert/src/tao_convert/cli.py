@@ -24,6 +24,7 @@ import logging
 import sys
 from pathlib import Path
 
+from tao_core.cli.guard import UserArgumentParser, run_guarded
 from tao_core.errors import TaoUserError
 
 PROG = "tao-converter"
@@ -31,7 +32,8 @@ LAYOUT_RANK = {"nchw": 3, "nhwc": 3, "nc": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Build an inference engine from an .onnx or .etlt model.")
+    # UserArgumentParser: a bad flag or value (-t int9) is a one-line user error, exit 1, as for every command
+    p = UserArgumentParser(prog=PROG, description="Build an inference engine from an .onnx or .etlt model.")
     p.add_argument("input_file", help="the .etlt (with -k) or .onnx model exported by TAO")
     p.add_argument("-k", dest="key", help="key the .etlt model was encrypted with")
     p.add_argument("-d", dest="dims", required=True, help="comma-separated input dims without batch, e.g. 3,544,960")
@@ -151,13 +153,15 @@ def convert(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status as every command of the project (tao_core.cli.guard): 0, 1 for a user error
+    (one line "error: ..."), 128 + N when stopped by signal N."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s", stream=sys.stderr)
+    return run_guarded(_run, sys.argv[1:] if argv is None else list(argv))
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        info = convert(args)
-    except TaoUserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+    info = convert(args)
     logging.info(
         "Engine written to %s (%s, %s %s)", info.path, info.precision.upper(), info.backend, info.backend_version
     )

@@ -173,3 +173,40 @@ def _read(path: str | os.PathLike) -> bytes:
         return Path(path).read_bytes()
     except FileNotFoundError:
         raise TaoUserError(f"{path}: file not found") from None
+
+
+# ----------------------------------------------------------------------------- secrets in records
+# The key is never written anywhere: saved configs (experiment.yaml) and log lines carry this
+# placeholder instead. Encrypted model files hold no secret (only ciphertext and a key check
+# that costs an attacker one scrypt per guess), so they follow the umask like every output.
+
+REDACTED = "<redacted>"
+SECRET_FIELDS = ("encryption_key", "key")
+
+
+def redact_secrets(data, secrets: tuple[str, ...] | list[str] = ()):
+    """A copy of nested dicts / lists with every SECRET_FIELDS value, and every string equal to
+    one of `secrets` (the -k key wherever it was pasted), replaced by REDACTED."""
+    known = {s for s in secrets if s}
+
+    def walk(node, key=None):
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [walk(v) for v in node]
+        if key in SECRET_FIELDS and node not in (None, ""):
+            return REDACTED
+        if isinstance(node, str) and known:
+            for secret in known:
+                # a short key would also match inside ordinary words: then only the exact value
+                node = node.replace(secret, REDACTED) if len(secret) >= 4 else (REDACTED if node == secret else node)
+        return node
+
+    return walk(data)
+
+
+def redact_text(text: str, secrets) -> str:
+    """`text` with every occurrence of the given secrets replaced by REDACTED (for log lines)."""
+    for secret in (s for s in secrets if s):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -73,7 +73,7 @@ def test_eval_falls_back_to_val_and_exact_input_size(make_cfg):
 
 def test_infer_split_lists_image_dirs(make_cfg, coco_sources):
     cfg = make_cfg(batch_size=2, infer_data_sources={"image_dir": [coco_sources["val"][0]["image_dir"]]})
-    images, mask, targets = next(iter(build_dataloader(cfg, "infer")))
+    images, mask, targets, skipped = next(iter(build_dataloader(cfg, "infer")))  # skipped: unreadable files
     assert images.shape[0] == 2 and "path" in targets[0]
 
 

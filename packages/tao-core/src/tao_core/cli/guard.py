@@ -1,8 +1,18 @@
-"""How every command line of the project reports errors.
+"""How every command line of the project reports errors, and its exit status.
 
-A `TaoUserError` (bad spec, missing file, wrong key) is printed as its message alone and the
-process exits 1. Anything else is a bug: the traceback is kept. `--debug` on the command line
-or TAO_DEBUG=1 in the environment shows the full traceback for user errors too.
+Exit status, the same for every command (`tao`, `dino`, `deformable_detr`, `tao-converter`, ...):
+
+    0          success
+    1          a user error, printed as one line "error: ..." (bad argument or spec, missing or
+               unreadable file, wrong key, a results folder that cannot be written), and any
+               failure of the task itself (a bug keeps its traceback)
+    128 + N    stopped by signal N: 143 for SIGTERM, 130 for SIGINT / Ctrl+C
+
+A `TaoUserError` is printed as its message alone. An OSError about a path the user gave
+(permission denied, a directory where a file is expected, a file where a folder is expected)
+is a user error too: one line naming the path. Anything else is a bug: the traceback is kept.
+`--debug` on the command line or TAO_DEBUG=1 in the environment shows the full traceback for
+user errors too.
 """
 
 import argparse
@@ -12,6 +22,27 @@ import sys
 from typing import Callable
 
 from tao_core.errors import TaoUserError
+from tao_core.results.stop import TaskStopped
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+
+# OSErrors that mean "this path, as given, cannot be used": the user's to fix, not a bug.
+_PATH_ERRORS = {
+    PermissionError: "permission denied",
+    IsADirectoryError: "is a directory, expected a file",
+    NotADirectoryError: "a path component is a file, expected a folder",
+}
+
+
+def path_error_message(err: OSError) -> str | None:
+    """One line for an OSError about a user's path (None when it is not one of those)."""
+    for kind, what in _PATH_ERRORS.items():
+        if isinstance(err, kind) and err.filename:
+            return f"{err.filename}: {what}"
+    if getattr(err, "errno", None) in (30,) and err.filename:  # EROFS
+        return f"{err.filename}: read-only file system"
+    return None
 
 
 def debug_requested(argv: list[str]) -> bool:
@@ -19,7 +50,7 @@ def debug_requested(argv: list[str]) -> bool:
 
 
 def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
-    """Call fn(argv) and turn user errors into one clear message and exit code 1."""
+    """Call fn(argv) and turn user errors into one clear message and exit code 1 (see the module docstring)."""
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
     if debug:
@@ -30,10 +61,19 @@ def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
+    except TaskStopped as stop:
+        print(f"error: {stop.summary or stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("error: stopped by SIGINT", file=sys.stderr)
         return 130
+    except OSError as err:
+        message = path_error_message(err)
+        if message is None or debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 class UserArgumentParser(argparse.ArgumentParser):

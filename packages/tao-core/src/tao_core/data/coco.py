@@ -11,6 +11,8 @@ Record layout (one dict per image; `CocoIndex[i]`, image ids are `i + 1`):
     source         int, index of the source the image came from
     orig_image_id  int, the id in that source's json
     file_name      str, as written in the json;  path  str, image_dir / file_name
+    truncated      bool, the file is cut short but usable (tao_core.data.images: decode_check); load it
+                   with load_image_rgb(path, allow_truncated=True)
     width, height  int, of the upright (EXIF-rotated) image
     boxes          float32 (n, 4) **xyxy** in pixels, clipped to the image, degenerate ones dropped
     category_ids   int64 (n,), the json ids unchanged (they are the class indices)
@@ -34,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from tao_core.data.images import check_decodable, image_size
+from tao_core.data.images import decode_check, image_size, truncation_warning
 from tao_core.data.serialized import SerializedList
 from tao_core.errors import TaoUserError
 
@@ -267,19 +269,25 @@ def _merge_categories(files: list[dict], json_files: list[str], num_classes: int
     return keep
 
 
-def _check_images(paths: list[str], decode: bool, limit: int) -> list[tuple[int, int] | None]:
-    """Upright (width, height) of every image, or one error listing every missing / unreadable file."""
-    probe = check_decodable if decode else image_size
+def _check_images(paths: list[str], decode: bool, limit: int) -> list[tuple[int, int, bool]]:
+    """Upright (width, height, truncated) of every image, or one error listing every missing /
+    unreadable file. decode: every image fully decoded (tao_core.data.images.decode_check: a
+    tolerated truncation is a warning naming the file, anything worse an error); else headers only."""
 
     def one(path: str):
         try:
-            return probe(path)
+            if not decode:
+                return (*image_size(path), False)
+            checked = decode_check(path)
+            if checked.truncated is not None:
+                logger.warning("%s", truncation_warning(path, checked.truncated))
+            return checked.width, checked.height, checked.truncated is not None
         except TaoUserError as e:
             return str(e)
 
-    # Threads: the work is file I/O (often network storage) plus Pillow header parsing.
+    # Threads: file I/O (often network storage) plus Pillow's decoders, which release the GIL.
     with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
-        results = list(pool.map(one, paths, chunksize=64))
+        results = list(pool.map(one, paths, chunksize=16))
     bad = [r for r in results if isinstance(r, str)]
     if bad:
         missing = sum("not found" in r for r in bad)
@@ -287,7 +295,8 @@ def _check_images(paths: list[str], decode: bool, limit: int) -> list[tuple[int,
         more = f"\n  ... and {len(bad) - limit} more" if len(bad) > limit else ""
         raise TaoUserError(
             f"{len(bad)} of {len(paths)} images cannot be used ({missing} missing, {len(bad) - missing} unreadable); "
-            f"check each data source's image_dir and the json file_name values:\n  {shown}{more}"
+            f"check each data source's image_dir and the json file_name values, or remove those images "
+            f"from the json:\n  {shown}{more}"
         )
     return results
 
@@ -373,9 +382,12 @@ def load_coco_sources(sources: Any, num_classes: int | None, check_images: bool 
 
     sources: list of dicts / objects with `image_dir` and `json_file` (a json_file glob expands
     to every matching shard). num_classes: the spec's dataset.num_classes (None skips the upper
-    bound check). check_images: True reads every image header (exists, known format, upright
-    size), "decode" fully decodes every image (slow; catches truncated files), False trusts the
-    json width/height. dataset_type: "default" (list of dicts) or "serialized" (shared buffer).
+    bound check). check_images: True (or "decode") fully decodes every image, in parallel and
+    once per process (a truncated or corrupt file is found before compute, all of them in one
+    error; a tolerated truncation is a warning and the record's `truncated` is True), "header"
+    reads only the headers (exists, known format, upright size), False trusts the json
+    width/height. dataset_type: "default" (list of dicts) or "serialized" (shared buffer).
+    A split with no image at all is an error naming its json files.
     """
     if dataset_type not in DATASET_TYPES:
         raise TaoUserError(f"dataset.dataset_type: got {dataset_type!r}; expected one of {list(DATASET_TYPES)}")
@@ -385,12 +397,19 @@ def load_coco_sources(sources: Any, num_classes: int | None, check_images: bool 
 
     # Image table across sources; the new image id is the row number + 1.
     rows = [(s, im) for s, f in enumerate(files) for im in f["images"]]
+    if not rows:
+        names = ", ".join(jf for _, jf in srcs)
+        raise TaoUserError(f"{names}: lists no images ('images' is empty): there is nothing to read in this split")
     paths = [os.path.join(srcs[s][0], im["file_name"]) for s, im in rows]
     stats = Counter(images=len(rows))
+    truncated = [False] * len(rows)
     if check_images:
-        sizes = _check_images(paths, check_images == "decode", max_missing_report)
+        sizes = _check_images(paths, check_images != "header", max_missing_report)
+        truncated = [t for _, _, t in sizes]
+        if any(truncated):
+            stats["truncated"] = sum(truncated)
         mismatched = []
-        for (_, im), (w, h) in zip(rows, sizes, strict=True):
+        for (_, im), (w, h, _t) in zip(rows, sizes, strict=True):
             if im["width"] is not None and (im["width"], im["height"]) != (w, h):
                 mismatched.append(f"{im['file_name']} json {im['width']}x{im['height']} vs file {w}x{h}")
             im["width"], im["height"] = w, h
@@ -434,7 +453,7 @@ def load_coco_sources(sources: Any, num_classes: int | None, check_images: bool 
             segm = [f["segm"][k] for k in sel.tolist()]
             records.append({
                 "image_id": len(records) + 1, "source": s, "orig_image_id": im["id"],
-                "file_name": im["file_name"], "path": paths[len(records)],
+                "file_name": im["file_name"], "path": paths[len(records)], "truncated": truncated[len(records)],
                 "width": im["width"], "height": im["height"],
                 "boxes": xyxy[sel].astype(np.float32).reshape(-1, 4),
                 "category_ids": f["cat_id"][sel],

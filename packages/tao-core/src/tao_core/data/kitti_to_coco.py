@@ -38,7 +38,9 @@ results_dir untouched.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,9 @@ DEFAULT_TARGET_CLASS_MAPPING: dict[str, str] = {
     "personalbag": "bag",
 }
 
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,14 @@ def kitti_to_coco_shards(
     exts = _extensions(image_extension)
 
     # Pass 1: read and validate everything; nothing is written yet.
-    per_source, skipped = [], 0
+    per_source, unmapped, total = [], Counter(), 0
     for source in sources:
-        frames, n_unmapped = _read_source(source, image_dir_name, label_dir_name, exts, mapping)
+        frames, source_unmapped, n_objects = _read_source(source, image_dir_name, label_dir_name, exts, mapping)
         per_source.append(frames)
-        skipped += n_unmapped
+        unmapped += source_unmapped
+        total += n_objects
+    skipped = sum(unmapped.values())
+    _check_mapping_kept(unmapped, total, mapping_path)
     categories = _categories(mapping)
 
     # Pass 2: assign ids in output order and build every shard in memory.
@@ -281,14 +289,43 @@ def _read_source(source: _Source, image_dir_name: str, label_dir_name: str, exts
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise TaoUserError(f"{label_dir}: missing KITTI label files for {len(missing)} images: {shown}")
 
-    frames, unmapped = [], 0
+    frames, unmapped, total = [], Counter(), 0
     prefix = Path(source.line) / image_dir_name
     for img in images:
         objects: list[KittiObject] = read_kitti_labels(label_dir / (img.stem + ".txt"))
         kept = map_classes(objects, mapping)
-        unmapped += len(objects) - len(kept)
+        total += len(objects)
+        if len(kept) != len(objects):
+            known = _lower_keys(mapping)
+            unmapped.update(o.type.lower() for o in objects if o.type.lower() not in known)
         frames.append(((prefix / img.name).as_posix(), image_size(img), kept))
-    return frames, unmapped
+    return frames, unmapped, total
+
+
+def _lower_keys(mapping: Mapping[str, str]) -> set[str]:
+    return {k.lower() for k in mapping}
+
+
+# Share of the boxes a mapping may drop before the conversion warns that it probably does not
+# know the dataset's classes (TAO's default mapping knows person / face / bag only).
+MOSTLY_DROPPED = 0.5
+
+
+def _check_mapping_kept(unmapped: Counter, total: int, mapping_path) -> None:
+    """Dropping every box is an error, most of them a warning; both name the classes seen and the field."""
+    n = sum(unmapped.values())
+    if not n:
+        return
+    which = "the default mapping (DEFAULT_TARGET_CLASS_MAPPING)" if not mapping_path else f"mapping_path {mapping_path}"
+    seen = ", ".join(f"{name} ({count})" for name, count in unmapped.most_common(10))
+    fix = ('set mapping_path to a JSON file mapping each label class to the class to learn, e.g. '
+           f'{{"{unmapped.most_common(1)[0][0]}": "{unmapped.most_common(1)[0][0]}"}}')
+    if n == total:
+        raise TaoUserError(f"{which} keeps none of the {total} boxes: the labels' classes are {seen}; {fix}")
+    if n > MOSTLY_DROPPED * total:
+        logger.warning("%s drops %d of %d boxes, of the classes %s; %s", which, n, total, seen, fix)
+    else:
+        logger.info("%s drops %d of %d boxes, of the classes %s", which, n, total, seen)
 
 
 def _categories(mapping: Mapping[str, str]) -> list[dict]:

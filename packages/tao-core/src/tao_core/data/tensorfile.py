@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from tao_core.errors import TaoUserError
-from tao_core.io.atomic import fsync_dir
+from tao_core.io.atomic import create_file, fsync_dir, temporary_name
 
 ARRAY_KEY = "_tensorfile_array_key_"  # dataset name of a record that is a bare array
 GROUP_PREFIX = "_tensorfile_array_key_"  # record i lives in group f"{GROUP_PREFIX}_{i}"
@@ -98,8 +97,9 @@ class TensorFileWriter:
         self._db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            os.close(fd)
+            # our atomic writes' temporary (umask mode, recognisable when a kill leaves it behind)
+            self._tmp = str(self.path.parent / temporary_name(self.path.name))
+            os.close(create_file(self._tmp))
             self._db = h5py.File(self._tmp, "w")
         except OSError as e:
             self._discard()

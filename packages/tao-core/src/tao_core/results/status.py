@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tao_core.errors import TaoUserError
+from tao_core.results.stop import StopSignals, TaskStopped
 
 STATUS_FILENAME = "status.json"
 _LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"  # TAO's console layout
@@ -127,6 +128,12 @@ class StatusLogger:
         self.path = task_dir(results_dir, task) / filename
         self.enabled = is_rank_zero() if enabled is None else enabled
         self._now = now
+        # Where a long task is (e.g. {"epoch": 2, "step": 140}), kept up to date by its loop so
+        # that a stopped or failed line can say it.
+        self.progress: dict[str, Any] = {}
+        # Fields of the closing SUCCESS line a task may set (message, verbosity, kpi): e.g. an
+        # engine that built but does not follow its FP32 model says so there, not a plain success.
+        self.final: dict[str, Any] = {}
 
     def record(
         self,
@@ -225,6 +232,34 @@ def setup_task_logging(results_dir: str | os.PathLike, task: str, verbose: bool 
     return logging.getLogger(f"tao.{task}")
 
 
+class _RedactSecrets(logging.Filter):
+    """Replaces the given secrets (the -k key) in every record a task handler writes."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tao_core.crypto import redact_text
+
+        message = record.getMessage()
+        clean = redact_text(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_task_logs(secrets: list[str]) -> None:
+    """Never let the key reach the console or the task log: filter the task handlers' records."""
+    wanted = [s for s in secrets if s]
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_tao_task_handler", False):
+            for old in [f for f in handler.filters if isinstance(f, _RedactSecrets)]:
+                handler.removeFilter(old)
+            if wanted:
+                handler.addFilter(_RedactSecrets(wanted))
+
+
 @contextlib.contextmanager
 def task_run(
     results_dir: str | os.PathLike, task: str, network: str | None = None, **logger_kwargs: Any
@@ -232,27 +267,57 @@ def task_run(
     """Bracket a task with STARTED and SUCCESS/FAILURE status lines.
 
     A `TaoUserError` is recorded with its own message (one line), any other exception as
-    "<ExceptionType>: message"; both are re-raised. `SystemExit(0)` counts as success.
+    "<ExceptionType>: message"; both are re-raised. `SystemExit(0)` counts as success, except
+    when a stop signal came (a framework's own graceful exit on SIGTERM is not a success).
+    SIGTERM / SIGINT (see tao_core.results.stop) end in a FAILURE line "<title> stopped by
+    SIGTERM at epoch E, step S" and `TaskStopped` is re-raised (exit status 128 + signal).
     """
     status = StatusLogger(results_dir, task, **logger_kwargs)
     title = f"{network} {task}" if network else task
     log = logging.getLogger(f"tao.{task}")
     done = f"{title} finished successfully."
+    stop = StopSignals().install()
     status.write(Status.STARTED, f"Starting {title}.")
+
+    def stopped(exc: BaseException | None) -> TaskStopped:
+        stop_exc = exc if isinstance(exc, TaskStopped) else stop.exception()
+        where = ", ".join(f"{k} {v}" for k, v in status.progress.items())
+        message = f"{title} {stop_exc}" + (f" at {where}" if where else "")
+        if exc is not None and not isinstance(exc, (TaskStopped, SystemExit)):
+            message += f"; on the way out: {type(exc).__name__}: {exc}"
+        message = one_line("; ".join([message, *stop.notes]))
+        status.write(Status.FAILURE, message, verbosity=Verbosity.WARNING, stopped_by=stop_exc.signal_name,
+                     **{k: v for k, v in status.progress.items() if k in ("epoch", "step")})
+        log.warning("%s", message)
+        stop_exc.summary = message
+        return stop_exc
+
     try:
         yield status
+    except TaskStopped as exc:
+        raise stopped(exc) from None
     except TaoUserError as exc:
+        if stop.requested:
+            raise stopped(exc) from None
         status.write(Status.FAILURE, one_line(str(exc)), verbosity=Verbosity.ERROR)
         log.error("%s failed: %s", title, exc)
         raise
     except SystemExit as exc:
+        if stop.requested:
+            raise stopped(exc) from None
         if exc.code not in (0, None):
             status.write(Status.FAILURE, f"SystemExit: exit code {exc.code}", verbosity=Verbosity.ERROR)
             raise
         status.write(Status.SUCCESS, done)
         raise
     except BaseException as exc:
+        if stop.requested:
+            raise stopped(exc) from None
         status.write(Status.FAILURE, one_line(f"{type(exc).__name__}: {exc}"), verbosity=Verbosity.ERROR)
         raise
     else:
-        status.write(Status.SUCCESS, done)
+        if stop.requested:  # the task returned although a signal came: still not a success
+            raise stopped(None)
+        status.write(Status.SUCCESS, **({"message": done} | status.final))
+    finally:
+        stop.uninstall()

@@ -28,7 +28,12 @@ def output_dir(section: Any, ctx: Any) -> str:
     """`<task>.results_dir` when the spec sets it, else <results_dir>/<task> (ctx.results_dir);
     created if missing."""
     out = str(spec_get(section, "results_dir") or ctx.results_dir)
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TaoUserError(f"{getattr(ctx, 'task', 'task')}.results_dir: {out} is a file, expected a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise TaoUserError(f"results_dir: cannot create {out}: {err.strerror or err}") from None
     return out
 
 

@@ -20,9 +20,11 @@ import logging
 import time
 
 from tao_core.data.coco import load_coco_sources
+from tao_core.io.output_set import replace_outputs
 from tao_core.metrics.coco_report import write_coco_evaluation
 from tao_core.processing.detr import to_coco_results
 from tao_core.tasks.detr import batch_size_of, eval_sources, input_size_of, output_dir
+from tao_core.tasks.evaluation import require_ground_truth
 from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def run(cfg, ctx) -> dict:
     input_size = input_size_of(section, "evaluate")
     out_dir = output_dir(section, ctx)
     index = load_coco_sources(sources, cfg.dataset.num_classes, check_images=True, dataset_type="default")
+    require_ground_truth(index, field, cfg.dataset.get("eval_class_ids"))  # 0 images / 0 boxes: an error now
     mean, std = normalisation(cfg)
     conf = float(section.conf_threshold)
     with EngineDetector(engine_path, mean, std, cfg.model.num_select, batch_size_of(section, cfg),
@@ -65,5 +68,6 @@ def run(cfg, ctx) -> dict:
             "num_select": int(cfg.model.num_select),
             "seconds": round(seconds, 3),
         }
-    return write_coco_evaluation(out_dir, index.to_coco_dict(), detections, run_info, ctx.status,
-                                 cfg.dataset.get("eval_class_ids"))
+    with replace_outputs(out_dir) as staging:  # the three files replace a previous run's together
+        return write_coco_evaluation(staging, index.to_coco_dict(), detections, run_info, ctx.status,
+                                     cfg.dataset.get("eval_class_ids"))

@@ -10,6 +10,10 @@ inference.results_dir), the layout of the PyTorch task:
     labels/<stem>.txt                  KITTI lines with the score as 16th field
 keeping detections scoring >= inference.conf_threshold; with inference.is_internal the two
 folders go under <out>/<name of the image's parent folder>/.
+
+As in the PyTorch task: an image that cannot be read is skipped and reported (count and names in
+the log and status.json), the task fails only when none could be read, and a previous run's
+outputs in the same folder are replaced as a whole once this run's are complete.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from __future__ import annotations
 import logging
 
 from tao_core.data.classmap import read_classmap
-from tao_core.data.images import list_images
+from tao_core.data.images import list_images, load_image_checked
+from tao_core.errors import TaoUserError
+from tao_core.io.output_set import replace_outputs
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
+from tao_core.tasks.inputs import SkippedInputs
 from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
 from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
 
@@ -32,18 +39,45 @@ def run(cfg, ctx) -> dict:
     input_size = input_size_of(section, "inference")
     paths = list_images(list(cfg.dataset.infer_data_sources.image_dir))
     out_dir = output_dir(section, ctx)
-    writers = InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width,
-                               float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
+    # a bad color_map or threshold fails now, before the engine is loaded
+    InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width, float(section.conf_threshold))
     mean, std = normalisation(cfg)
     num_kept = 0
+    skipped = SkippedInputs()
     with EngineDetector(engine_path, mean, std, cfg.model.num_select, batch_size_of(section, cfg),
-                        input_size) as detector:
+                        input_size) as detector, replace_outputs(out_dir) as staging:
+        writers = InferenceWriters(staging, dict(section.color_map or {}), section.outline_width,
+                                   float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
         logger.info("running %s (%s %s engine) on %d images", engine_path, detector.engine.precision.upper(),
                     detector.engine.backend, len(paths))
-        for path, image, det in detector.detect_files(paths):
-            num_kept += write_detr_detections(writers.for_image(path), path, image, det, class_names)
+        for chunk in _readable_batches(paths, detector.batch_size, skipped):
+            found = detector.detect([image for _, image in chunk])
+            for (path, image), det in zip(chunk, found, strict=True):
+                num_kept += write_detr_detections(writers.for_image(path), path, image, det, class_names)
+        skipped_report = skipped.report(len(paths), ctx.status)  # all skipped: an error, the old outputs kept
 
-    message = f"Inference on {len(paths)} images: {num_kept} detections with score >= {section.conf_threshold} written to {out_dir}"
+    done = len(paths) - len(skipped)
+    message = (f"Inference on {done} of {len(paths)} images: {num_kept} detections with score >= "
+               f"{section.conf_threshold} written to {out_dir}")
     logger.info(message)
     ctx.status.write("RUNNING", message)
-    return {"num_images": len(paths), "num_detections": num_kept, "results_dir": out_dir}
+    return {"num_images": done, "num_detections": num_kept, "results_dir": out_dir, "skipped": skipped_report}
+
+
+def _readable_batches(paths, batch_size: int, skipped: SkippedInputs):
+    """Batches of (path, RGB image) of the files that decode; the others go to `skipped`."""
+    batch = []
+    for path in paths:
+        try:
+            image, warning = load_image_checked(path)
+        except TaoUserError as err:
+            skipped.add(path, str(err))
+            continue
+        if warning:
+            logger.warning("%s", warning)
+        batch.append((path, image))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,13 @@ import torch
 from tao_core.crypto import decrypt_bytes, encrypt_bytes, is_encrypted
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_bytes
+from tao_core.io.paths import require_file
 
 log = logging.getLogger(__name__)
 
 _PREFIXES = ("model.model.", "model.", "module.")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_PICKLE_PROTO = b"\x80"  # the legacy torch.save format starts with a pickle protocol opcode
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike, key: str | None = None) -> None:
@@ -39,25 +43,40 @@ def save_checkpoint(obj: Any, path: str | os.PathLike, key: str | None = None) -
     atomic_write_bytes(path, encrypt_bytes(data, key) if key else data)
 
 
-def load_checkpoint(path: str | os.PathLike, key: str | None = None, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint written by `save_checkpoint` (or plain torch.save) safely."""
-    if not os.path.isfile(path):
-        raise TaoUserError(f"checkpoint not found: {path}")
+def _not_weights_reason(err: Exception) -> str:
+    """What torch's refusal says about the object, without its advice to load unsafely."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    return f" (it references {found.group(1)})" if found else ""
+
+
+def load_checkpoint(path: str | os.PathLike, key: str | None = None, map_location: Any = "cpu",
+                    field: str = "checkpoint") -> Any:
+    """Load a checkpoint written by `save_checkpoint` (or plain torch.save) safely.
+
+    Every failure is one TaoUserError naming the file: missing, a directory, unreadable,
+    encrypted without a key, wrong key, not a checkpoint at all (random bytes), or a pickle
+    holding objects other than weights (never loaded, and never a suggestion to load it unsafely).
+    """
+    require_file(path, field, "checkpoint file (.pth)")
     with open(path, "rb") as f:
         data = f.read()
     if is_encrypted(data):
         if not key:
             raise TaoUserError(f"{path} is encrypted: pass its key with -k (or encryption_key in the spec)")
         data = decrypt_bytes(data, key, source=path)
+    if not (data.startswith(_ZIP_MAGIC) or data.startswith(_PICKLE_PROTO)):
+        raise TaoUserError(
+            f"{path}: not a checkpoint: neither a PyTorch checkpoint (torch.save) nor a file encrypted with -k")
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise TaoUserError(
-            f"{path}: refusing to load: it holds Python objects that are not weights ({err}). "
-            "Only tensors and plain containers are loaded, never code."
+            f"{path}: refusing to load: it holds Python objects other than weights{_not_weights_reason(err)}. "
+            "Only tensors and plain containers are loaded, never code: this file is not a usable checkpoint."
         ) from None
-    except (RuntimeError, EOFError) as err:
-        raise TaoUserError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError) as err:
+        detail = "" if "weights_only" in str(err) else f" ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        raise TaoUserError(f"{path}: not a checkpoint: the file is damaged or truncated{detail}") from None
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from typing import Any
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import CheckpointIO
 
+from tao_core.io.atomic import temporary_name
 from tao_pytorch.common.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -76,9 +77,8 @@ def replace_link(target: str, linkpath: str) -> None:
     checkpoint to resume from.
     """
     folder = os.path.dirname(os.path.abspath(linkpath))
-    tmp = os.path.join(folder, f".{os.path.basename(linkpath)}.{os.getpid()}.tmp")
-    if os.path.lexists(tmp):
-        os.remove(tmp)
+    # named like every atomic write's temporary, so a kill here leaves nothing the next start keeps
+    tmp = os.path.join(folder, temporary_name(os.path.basename(linkpath)))
     try:
         os.symlink(os.path.relpath(os.path.abspath(target), folder), tmp)
     except OSError:  # no symlinks here (some network / Windows filesystems): an atomic copy instead

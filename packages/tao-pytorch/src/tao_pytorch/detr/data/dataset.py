@@ -1,6 +1,13 @@
 """COCO detection dataset over a tao_core CocoIndex, an image-folder dataset for inference, and
 the DETR collate function.
 
+Errors in DataLoader workers: torch re-raises a worker's exception in the main process as
+"Caught TaoUserError in DataLoader worker process 1. Original Traceback ...". So a dataset
+here never raises a user error out of a worker: it returns a `LoadFailure` item, the collate
+function passes it on as the batch, and `TaoDataLoader` raises it in the main process as the
+same one-line TaoUserError it would have been without workers. Inference instead skips such
+images (`collate_detr_skipping`) and reports them.
+
 Items are `(image float32 3xHxW, target)` with target: boxes float32 (n, 4) cxcywh normalised,
 labels int64 (n,) = COCO category ids (TAO uses them directly as class indices), image_id (1,),
 orig_size (2,) and size (2,) as (h, w), area, iscrowd.
@@ -15,8 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from tao_core.data.coco import CocoIndex
-from tao_core.data.images import load_image_rgb
+from tao_core.data.images import load_image_checked, load_image_rgb
 from tao_core.data.serialized import SerializedList
+from tao_core.errors import TaoUserError
 from tao_core.processing.detr import pad_batch
 from tao_pytorch.detr.data.transforms import Normalize
 
@@ -70,6 +78,16 @@ def _target_from_record(rec: dict, image_hw: Sequence[int]) -> dict:
     }
 
 
+class LoadFailure:
+    """What a dataset item or batch is when an image could not be used (see the module docstring)."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.message, self.path = message, path
+
+    def __repr__(self) -> str:
+        return f"LoadFailure({self.message!r})"
+
+
 class CocoDetectionDataset(Dataset):
     """Images and boxes of a CocoIndex, passed through `transforms` (default: Normalize only).
 
@@ -88,8 +106,12 @@ class CocoDetectionDataset(Dataset):
 
     def __getitem__(self, idx: int):
         rec = self.records[idx]
-        image = load_image_rgb(rec["path"])
-        return self.transforms(image, _target_from_record(rec, image.shape[:2]))
+        try:
+            # the load-time check decided each file; a tolerated truncation was reported there
+            image = load_image_rgb(rec["path"], allow_truncated=bool(rec.get("truncated", False)))
+            return self.transforms(image, _target_from_record(rec, image.shape[:2]))
+        except TaoUserError as err:
+            return LoadFailure(str(err), rec["path"])
 
     def source_ids(self) -> np.ndarray:
         """Index of the data source (json file) of every image, for source-balanced sampling."""
@@ -107,21 +129,44 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, idx: int):
-        image = load_image_rgb(self.paths[idx])
-        target = {"image_id": np.array([idx + 1], np.int64), "orig_size": np.array(image.shape[:2], np.int64),
-                  "size": np.array(image.shape[:2], np.int64)}
-        image, target = self.transforms(image, target)
+        try:
+            image, warning = load_image_checked(self.paths[idx])
+            target = {"image_id": np.array([idx + 1], np.int64), "orig_size": np.array(image.shape[:2], np.int64),
+                      "size": np.array(image.shape[:2], np.int64)}
+            image, target = self.transforms(image, target)
+        except TaoUserError as err:
+            return LoadFailure(str(err), self.paths[idx])
         target["path"] = self.paths[idx]
+        if warning:
+            target["warning"] = warning
         return image, target
 
 
-def collate_detr(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+def collate_detr(batch: Sequence[tuple[torch.Tensor, dict]]):
     """Pad a list of (image, target) to one (B, 3, H, W) batch; H, W = the largest image.
 
     Returns (images, mask, targets); mask (B, H, W) bool is True on padding, reference DETR's
     NestedTensor convention, including padding added earlier by FixedPad (taken from each
-    target's unpadded "size").
+    target's unpadded "size"). A batch holding a LoadFailure is that failure (every bad file of
+    the batch named), raised in the main process by TaoDataLoader.
     """
+    failures = [item for item in batch if isinstance(item, LoadFailure)]
+    if failures:
+        return LoadFailure("; ".join(f.message for f in failures))
+    return _pad(batch)
+
+
+def collate_detr_skipping(batch: Sequence):
+    """collate_detr for inference: (images, mask, targets, skipped) with the LoadFailures left
+    out of the batch and returned in `skipped` (images and mask are None when all failed)."""
+    skipped = [item for item in batch if isinstance(item, LoadFailure)]
+    good = [item for item in batch if not isinstance(item, LoadFailure)]
+    if not good:
+        return None, None, [], skipped
+    return (*_pad(good), skipped)
+
+
+def _pad(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     images, targets = zip(*batch, strict=True)
     valid = [tuple(int(v) for v in t["size"]) if "size" in t else im.shape[-2:] for im, t in zip(images, targets, strict=True)]
     padded, mask = pad_batch([im.numpy() for im in images], valid_sizes=valid)

@@ -11,7 +11,13 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Seque
 from tao_core.data.coco import load_coco_sources
 from tao_core.data.images import list_images
 from tao_core.errors import TaoUserError
-from tao_pytorch.detr.data.dataset import CocoDetectionDataset, ImageListDataset, collate_detr
+from tao_pytorch.detr.data.dataset import (
+    CocoDetectionDataset,
+    ImageListDataset,
+    LoadFailure,
+    collate_detr,
+    collate_detr_skipping,
+)
 from tao_pytorch.detr.data.samplers import SPLITTING_SAMPLERS, build_train_sampler, check_sampler, split_sources
 from tao_pytorch.detr.data.transforms import build_transforms, cfg_get
 
@@ -20,6 +26,17 @@ logger = logging.getLogger(__name__)
 # Which spec field feeds each split; evaluate falls back to the validation sources (see the spec rules).
 _SOURCES = {"train": "train_data_sources", "val": "val_data_sources", "test": "test_data_sources",
             "eval": "test_data_sources"}
+
+
+class TaoDataLoader(DataLoader):
+    """A DataLoader that raises a worker's LoadFailure batch in the main process as the one-line
+    TaoUserError it is (see tao_pytorch.detr.data.dataset), never as a worker traceback."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, LoadFailure):
+                raise TaoUserError(batch.message)
+            yield batch
 
 
 def _is_given(sources: Any) -> bool:
@@ -57,7 +74,8 @@ def build_dataset(dataset_cfg: Any, split: str, *, rank: int = 0, world_size: in
 def build_dataloader(dataset_cfg: Any, split: str, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                      batch_size: int | None = None, input_size: Sequence[int] | None = None,
                      check_images: bool | str = True, dataset=None) -> DataLoader:
-    """DataLoader of one split, yielding `(images (B,3,H,W), mask (B,H,W) True on padding, targets)`.
+    """DataLoader of one split, yielding `(images (B,3,H,W), mask (B,H,W) True on padding, targets)`
+    (inference: `(images, mask, targets, skipped LoadFailures)`, see collate_detr_skipping).
 
     train: sampler from dataset.train_sampler (honoured when dataset_type is default, as in TAO;
     serialized always shuffles every image), batches of dataset.batch_size with the last partial
@@ -73,7 +91,9 @@ def build_dataloader(dataset_cfg: Any, split: str, *, rank: int = 0, world_size:
     # Pinning needs an accelerator; without one torch only warns, so skip it.
     pin = bool(cfg_get(dataset_cfg, "pin_memory", True)) and torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed + rank)  # per-worker seeds of `random` derive from it
-    common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate_detr, "generator": generator}
+    # inference skips unreadable images (and reports them); every other split stops on one
+    collate = collate_detr_skipping if isinstance(dataset, ImageListDataset) else collate_detr
+    common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate, "generator": generator}
 
     if split == "train":
         name = cfg_get(dataset_cfg, "train_sampler", "default_sampler")
@@ -83,10 +103,10 @@ def build_dataloader(dataset_cfg: Any, split: str, *, rank: int = 0, world_size:
                            "set dataset_type: default to use it", name)
             name = "default_sampler"
         sampler = build_train_sampler(name, dataset, rank, world_size, seed)
-        return DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=True), **common)
+        return TaoDataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=True), **common)
 
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
     else:
         sampler = SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
+    return TaoDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)

@@ -331,3 +331,14 @@ def build_transforms(aug: Any, split: str, input_size: Sequence[int] | None = No
     if fixed_padding:
         steps.append(FixedPad(test_size, max_size))
     return Compose(steps)
+
+
+def describe_eval_input(aug: Any, input_size: Sequence[int] | None = None) -> str:
+    """The input geometry of build_transforms(aug, "val" / "eval", input_size), in words for the logs:
+    validation during training and evaluate report it, so their mAPs are compared knowingly."""
+    if input_size is not None:
+        return f"resized to exactly {int(input_size[0])}x{int(input_size[1])} (H x W, aspect ratio not kept)"
+    test_size = int(cfg_get(aug, "test_random_resize", 800))
+    max_size = int(cfg_get(aug, "random_resize_max_size", 1333))
+    padded = f", padded to {test_size}x{max_size}" if bool(cfg_get(aug, "fixed_padding", True)) else ""
+    return f"shorter side resized to {test_size}, longer side at most {max_size}, aspect ratio kept{padded}"

@@ -7,7 +7,6 @@ tao_core.tasks.detr, class names in tao_core.data.classmap."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
@@ -36,10 +35,7 @@ def read_model_checkpoint(path: Any, key: str | None, task: str):
     fails before the model is built."""
     if not path:
         raise SpecError(f"{task}.checkpoint", None, f"the trained model to use ({task}.checkpoint=/path/model.pth)")
-    path = str(path)
-    if not os.path.isfile(path):
-        raise TaoUserError(f"{task}.checkpoint: {path} does not exist")
-    return load_checkpoint(path, key)
+    return load_checkpoint(str(path), key, field=f"{task}.checkpoint")  # missing / a folder / unreadable: one line
 
 
 def device_for(section, on_cpu: bool = False) -> torch.device:

@@ -13,6 +13,11 @@ network uses, and the deploy engine task), into
     labels/<stem>.txt                  KITTI lines with the score as 16th field
 keeping detections scoring >= inference.conf_threshold. With inference.is_internal the two
 folders go under <out>/<name of the image's parent folder>/.
+
+An image that cannot be read is skipped and reported (tao_core.tasks.inputs.SkippedInputs: count
+and names in the log and status.json); the task fails only when no image could be read. The
+outputs of a previous run in the same folder are replaced as a whole once this run has written
+all of its own (tao_core.io.output_set.replace_outputs), never mixed with them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import logging
 import torch
 
 from tao_core.data.classmap import read_classmap
+from tao_core.data.images import load_image_rgb
+from tao_core.io.output_set import replace_outputs
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
+from tao_core.tasks.inputs import SkippedInputs
 from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
 from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import build_dataloader, build_dataset
@@ -39,8 +47,8 @@ def run_inference(network: str, cfg, ctx) -> dict:
     class_names = read_classmap(cfg.dataset.infer_data_sources.classmap)
     input_size = input_size_of(section, "inference")
     out_dir = output_dir(section, ctx)
-    writers = InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width,
-                               float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
+    # a bad color_map or threshold fails now, before any model is loaded
+    InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width, float(section.conf_threshold))
     dataset = build_dataset(cfg.dataset, "infer", input_size=input_size)
     loader = build_dataloader(cfg.dataset, "infer", batch_size=batch_size_of(section, cfg), dataset=dataset)
     logger.info("running inference on %d images", len(dataset))
@@ -49,15 +57,30 @@ def run_inference(network: str, cfg, ctx) -> dict:
     model = load_task_model(network, cfg, checkpoint, section.checkpoint, "inference", device)
     postprocess = build_postprocess(cfg).to(device)
     num_kept = 0
-    with torch.no_grad():
-        for images, mask, targets in loader:
+    skipped = SkippedInputs()
+    with replace_outputs(out_dir) as staging, torch.no_grad():
+        writers = InferenceWriters(staging, dict(section.color_map or {}), section.outline_width,
+                                   float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
+        for images, mask, targets, failed in loader:
+            for failure in failed:
+                skipped.add(failure.path, failure.message)
+            if images is None:
+                continue
             outputs = model(with_mask_channel(images, mask).to(device))
             sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
             for det, target in zip(postprocess(outputs, sizes), targets, strict=True):
+                image = None  # the writer reads the original image again
+                if target.get("warning"):  # a tolerated truncation: said, and read the same way
+                    logger.warning("%s", target["warning"])
+                    image = load_image_rgb(target["path"], allow_truncated=True)
                 det = {k: det[k].cpu().numpy() for k in ("scores", "labels", "boxes")}
-                num_kept += write_detr_detections(writers.for_image(target["path"]), target["path"], None, det, class_names)
+                num_kept += write_detr_detections(writers.for_image(target["path"]), target["path"], image, det,
+                                                  class_names)
+        skipped_report = skipped.report(len(dataset), ctx.status)  # all skipped: an error, the old outputs kept
 
-    message = f"Inference on {len(dataset)} images: {num_kept} detections with score >= {section.conf_threshold} written to {out_dir}"
+    done = len(dataset) - len(skipped)
+    message = (f"Inference on {done} of {len(dataset)} images: {num_kept} detections with score >= "
+               f"{section.conf_threshold} written to {out_dir}")
     logger.info(message)
     ctx.status.write("RUNNING", message)
-    return {"num_images": len(dataset), "num_detections": num_kept, "results_dir": out_dir}
+    return {"num_images": done, "num_detections": num_kept, "results_dir": out_dir, "skipped": skipped_report}
