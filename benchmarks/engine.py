@@ -1,8 +1,13 @@
 """Latency, throughput and mAP of a DINO model: PyTorch eager vs ONNX Runtime engines (FP32, INT8).
 
 The model goes through the real pipeline: tao-pytorch `export` (on_cpu, fixed H x W, dynamic
-batch) -> tao-deploy `gen_trt_engine` (FP32, and INT8 calibrated on raccoon train images) ->
-tao-deploy `evaluate`, next to tao-pytorch `evaluate` at the same exact input size.
+batch) -> tao-deploy `gen_trt_engine` (FP32, and INT8 calibrated on raccoon train images with
+the spec's defaults: on ONNX Runtime that is the CPU INT8 graph, `ort_int8_cpu_graph`) ->
+tao-deploy `evaluate`, next to tao-pytorch `evaluate` at the same exact input size. The
+TensorRT-shaped INT8 graph is built from the same calibration cache and run on ONNX Runtime too
+(`ort_int8_trt_graph`). `int8_vs_fp32` gives each INT8 variant's throughput ratio to FP32 and mAP
+drop, and a WARNING (stderr, and in the JSON) for each one under the CPU targets (1.5x at batch
+8, 1.2x at batch 1) or more than 0.010 mAP below FP32.
 
 Speed: for each batch size, every repeat times all variants one after the other (alternating,
 order rotated per repeat, --pause seconds between), each as the mean of --iters runs after one
@@ -114,6 +119,34 @@ def pseudo_gt(detections: list[dict], gt_file: Path, out: Path, per_image: int =
     return out
 
 
+# The CPU INT8 promise (issue 7): throughput vs FP32 at batch 8 and 1, mAP within 0.010.
+SPEEDUP_TARGETS = {8: 1.5, 1: 1.2}
+MAX_MAP_DROP = 0.010
+
+
+def judge(speed: dict, accuracy: dict, batch_sizes: list[int]) -> dict:
+    """INT8 / FP32 throughput ratios (median over repeats) and mAP differences, with a warning
+    for each INT8 variant that is slower than its target or less accurate than the bound."""
+    out: dict = {"warnings": []}
+    base = speed["ort_fp32"]
+    for name in (n for n in speed if "int8" in n):
+        row = {}
+        for bs in batch_sizes:
+            ratio = speed[name][f"batch_{bs}"]["throughput_img_s"]["median"] / \
+                base[f"batch_{bs}"]["throughput_img_s"]["median"]
+            row[f"speedup_batch_{bs}"] = round(ratio, 3)
+            target = SPEEDUP_TARGETS.get(bs)
+            if target and ratio < target:
+                out["warnings"].append(f"{name}: {ratio:.2f}x FP32 throughput at batch {bs}, target {target}x")
+        drop = accuracy["ort_fp32"]["mAP"] - accuracy[name]["mAP"]
+        row["mAP_drop"] = round(drop, 4)
+        if drop > MAX_MAP_DROP:
+            out["warnings"].append(f"{name}: mAP {accuracy[name]['mAP']:.4f} is {drop:.4f} below FP32's "
+                                   f"{accuracy['ort_fp32']['mAP']:.4f} (bound {MAX_MAP_DROP})")
+        out[name] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", help="DINO experiment spec (model and dataset.augmentation are used)")
@@ -128,10 +161,9 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=0.5,
                     help="seconds of idle between variants, so one runtime's spinning worker threads have "
                          "gone to sleep before the next is timed")
-    ap.add_argument("--cal-images", type=int, default=16, help="raccoon train images for INT8 calibration")
-    ap.add_argument("--cal-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                    help="INT8 calibration method (minmax: entropy / percentile fail on DINO's inf tensors, "
-                         "see tao_deploy.engine.precision)")
+    ap.add_argument("--cal-images", type=int, default=32, help="raccoon train images for INT8 calibration")
+    ap.add_argument("--cal-method", default=None, choices=["minmax", "entropy", "percentile"],
+                    help="INT8 calibration method (default: the spec's default)")
     ap.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
     ap.add_argument("--workdir", help="keep the exported model and engines here (default: a temp dir)")
     args = ap.parse_args()
@@ -140,9 +172,10 @@ def main() -> None:
 
     from tao_core.data.coco import load_coco_sources
     from tao_core.specs import get_spec
-    from tao_deploy import load_engine
+    from tao_deploy import Calibration, build_engine, load_engine
     from tao_deploy.detr.detector import EngineDetector, normalisation
     from tao_deploy.dino.cli import CLI as DEPLOY
+    from tao_deploy.engine.engine_file import read_engine
     from tao_pytorch.common.checkpoint import load_model_weights, save_checkpoint
     from tao_pytorch.detr.build import build_model
     from tao_pytorch.dino.cli import CLI as MODEL
@@ -181,22 +214,33 @@ def main() -> None:
     cal_dir.mkdir()
     for p in sorted((raccoon / "train" / "images").iterdir())[:args.cal_images]:
         shutil.copy(p, cal_dir / p.name)
-    engines = {"ort_fp32": work / "fp32.engine", "ort_int8": work / "int8.engine"}
-    for name, precision in (("ort_fp32", "FP32"), ("ort_int8", "INT8")):
+    engines = {"ort_fp32": work / "fp32.engine", "ort_int8_cpu_graph": work / "int8_cpu.engine"}
+    for name, precision in (("ort_fp32", "FP32"), ("ort_int8_cpu_graph", "INT8")):
         t = time.perf_counter()
         extra = []
         if precision == "INT8":
-            cache = work / f"cal_{args.cal_method}.bin"
+            cache = work / f"cal_{args.cal_method or 'default'}.bin"
             cache.unlink(missing_ok=True)
             extra = [f"gen_trt_engine.tensorrt.calibration.cal_image_dir=[{cal_dir}]",
                      "gen_trt_engine.tensorrt.calibration.cal_batch_size=8",
                      f"gen_trt_engine.tensorrt.calibration.cal_batches={max(1, args.cal_images // 8)}",
-                     f"gen_trt_engine.tensorrt.calibration.method={args.cal_method}",
+                     *([f"gen_trt_engine.tensorrt.calibration.method={args.cal_method}"] if args.cal_method else []),
                      f"gen_trt_engine.tensorrt.calibration.cal_cache_file={cache}"]
         DEPLOY.run("gen_trt_engine", ["-e", str(spec), f"gen_trt_engine.onnx_file={onnx_file}",
                                       f"gen_trt_engine.trt_engine={engines[name]}",
                                       f"gen_trt_engine.tensorrt.data_type={precision}", *extra])
         timings["setup_s"][f"gen_trt_engine_{precision.lower()}"] = round(time.perf_counter() - t, 2)
+    # The TensorRT-shaped INT8 graph (what a TensorRT build gets) from the same calibration cache,
+    # run on ONNX Runtime: what the CPU graph is compared with.
+    t = time.perf_counter()
+    cpu_meta = read_engine(engines["ort_int8_cpu_graph"])[0]
+    engines["ort_int8_trt_graph"] = work / "int8_trt.engine"
+    engines["ort_int8_trt_graph"].unlink(missing_ok=True)
+    build_engine(str(onnx_file), engines["ort_int8_trt_graph"], "int8", backend="onnxruntime",
+                 calibration=Calibration(cache_file=cache, keep_float=tuple(cpu_meta["int8_graph"]["keep_float"])),
+                 int8_graph="tensorrt", min_batch=1, opt_batch=8, max_batch=8, class_names=cpu_meta["class_names"],
+                 metadata={k: cpu_meta[k] for k in ("network", "input_mean", "input_std", "num_select")})
+    timings["setup_s"]["build_int8_trt_graph"] = round(time.perf_counter() - t, 2)
 
     # One fixed batch of real images, preprocessed by tao-core (the engines' and PyTorch's input).
     mean, std = normalisation(cfg)
@@ -260,18 +304,23 @@ def main() -> None:
         accuracy[n] = {"mAP": round(real[n]["mAP"], 4), "mAP50": round(real[n]["mAP50"], 4),
                        "mAP_vs_pytorch": round(agree["mAP"], 4), "eval_seconds": real[n]["seconds"]}
 
+    verdict = judge(speed, accuracy, batch_sizes)
+    for line in verdict["warnings"]:
+        print(f"WARNING: {line}", file=sys.stderr)
     result = {
         "model": "demo DINO (random init)" if not args.checkpoint else str(ckpt),
         "model_config": {k: _plain(getattr(cfg.model, k)) for k in DEMO_MODEL},
         "input_hw": list(hw),
         "backend": load_engine(engines["ort_fp32"]).backend,
-        "int8_calibration": {"method": args.cal_method, "images": args.cal_images},
+        "int8_calibration": {"method": cpu_meta["int8_graph"]["calibration_method"], "images": args.cal_images},
         "threads": args.threads,
         "repeats": args.repeats,
         "iters_per_repeat": args.iters,
         "val_images": len(index),
+        "int8_graphs": {n: read_engine(engines[n])[0].get("int8_graph") for n in engines if "int8" in n},
         "speed": speed,
         "accuracy": accuracy,
+        "int8_vs_fp32": verdict,
         **timings,
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,

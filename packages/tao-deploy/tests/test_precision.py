@@ -71,7 +71,8 @@ def test_fp16_engine_close_and_sensitive_ops_stay_fp32(cnn_path, tmp_path, sampl
 def test_int8_engine_has_qdq_and_tracks_fp32(cnn_path, tmp_path, sample, method):
     cache = tmp_path / "cal.bin"
     cal = Calibration(data=random_batches((4, 3, 16, 16), 6, seed=3), method=method, cache_file=cache)
-    info = build_engine(cnn_path, tmp_path / "m.engine", "int8", calibration=cal, max_batch=4)
+    info = build_engine(cnn_path, tmp_path / "m.engine", "int8", calibration=cal, max_batch=4, int8_graph="tensorrt")
+    assert info.metadata["int8_graph"]["name"] == "tensorrt"
     model = _payload_model(info.path)
     ops = [n.op_type for n in model.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -89,6 +90,48 @@ def test_int8_engine_has_qdq_and_tracks_fp32(cnn_path, tmp_path, sample, method)
     )
 
 
+def test_onnxruntime_backend_gets_the_cpu_int8_graph(cnn_path, tmp_path, sample):
+    """auto on ONNX Runtime: uint8 activations x int8 weights, Q/DQ on outputs too (so ORT fuses
+    QLinearConv), 7-bit weights without VNNI; recorded in the engine metadata; still tracks FP32."""
+    cal = Calibration(data=random_batches((4, 3, 16, 16), 6, seed=3), method="minmax")
+    info = build_engine(cnn_path, tmp_path / "m.engine", "int8", calibration=cal, max_batch=4, backend="onnxruntime")
+    form = info.metadata["int8_graph"]
+    assert form["name"] == "onnxruntime_cpu" and form["activation_type"] == "uint8" and not form["inputs_only"]
+    assert form["reduce_range"] == (not prec.cpu_has_vnni())
+    model = _payload_model(info.path)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert q and all(inits[n.input[2]].dtype == np.uint8 for n in q if len(n.input) > 2)
+    consumers = {i for n in model.graph.node for i in n.input}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert any(n.input[0] == conv.output[0] for n in q) and conv.output[0] in consumers  # output quantized
+    out = load_engine(info.path).run({"input": sample})
+    ref = _reference(cnn_path, {"input": sample})
+    assert _rel_err(out["logits"], ref["logits"]) < 0.05
+
+
+def test_keep_float_patterns_select_by_op_type_and_name(cnn_path):
+    model = onnx.load(cnn_path)
+    assert prec.keep_float_nodes(model, ["op:Gemm"]) == ("fc",)
+    assert prec.keep_float_nodes(model, ["conv[12]$"]) == ("conv1", "conv2")
+    assert prec.keep_float_nodes(model, []) == ()
+    from tao_core.errors import TaoUserError
+
+    with pytest.raises(TaoUserError, match="regular expression"):
+        prec.keep_float_nodes(model, ["conv("])
+
+
+def test_int8_keep_float_keeps_matching_nodes_float(cnn_path, tmp_path, cal_batches):
+    cal = Calibration(data=cal_batches, method="minmax", keep_float=("op:Gemm",))
+    info = build_engine(cnn_path, tmp_path / "m.engine", "int8", calibration=cal)
+    assert info.metadata["int8_graph"]["keep_float"] == ["op:Gemm"]
+    assert info.metadata["int8_graph"]["nodes_kept_float"] == 1
+    model = _payload_model(info.path)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    fc = next(n for n in model.graph.node if n.op_type == "Gemm")
+    assert all(producers.get(i) != "DequantizeLinear" for i in fc.input)
+
+
 def test_int8_gridsample_stays_float(grid_path, tmp_path):
     rng = np.random.default_rng(0)
     batches = [
@@ -98,7 +141,8 @@ def test_int8_gridsample_stays_float(grid_path, tmp_path):
         }
         for _ in range(4)
     ]
-    info = build_engine(grid_path, tmp_path / "g.engine", "int8", calibration=Calibration(data=batches), max_batch=2)
+    info = build_engine(grid_path, tmp_path / "g.engine", "int8", calibration=Calibration(data=batches), max_batch=2,
+                        int8_graph="tensorrt")
     model = _payload_model(info.path)
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     gs = next(n for n in model.graph.node if n.op_type == "GridSample")

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from tao_core.errors import SpecError
 from tao_core.spec.fields import spec_field
 from tao_core.specs import rules
-from tao_core.specs.common import GenTrtEngineConfig, check_trt_rules
+from tao_core.specs.common import GenTrtEngineConfig, TrtConfig, check_trt_rules
 
 # The combinations the tables list; index 4 means "one extra stride-2 level on top of the backbone".
 RETURN_INTERM_INDICES = [[0, 1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3], [1, 2], [1]]
@@ -257,6 +257,34 @@ class ExportConfig:
     serialize_nvdsinfer: bool = spec_field(False, "Also write a DeepStream nvdsinfer config and labels.txt.")
 
 
+# ----------------------------------------------------------------------------- gen_trt_engine
+
+# Kept in float in INT8 engines of DINO and Deformable DETR, chosen from a per-group sensitivity
+# sweep (tao-deploy README, "INT8 accuracy"): the layers that make the decoder's reference boxes.
+# INT8 there moves every box: DINO's two-stage proposal head (enc_output, enc_out_class_embed,
+# enc_out_bbox_embed: INT8 took the demo model from mAP 0.098 to 0.003), Deformable DETR's
+# reference_points, and the box-refinement MLPs (bbox_embed) of both. Each entry is `op:<OpType>`
+# or a regular expression searched in ONNX node names (they follow the PyTorch module paths); a
+# pattern that matches no node of a network does nothing there. They are a few small
+# per-query / per-token layers: the backbone and the encoder stay INT8.
+DETR_INT8_KEEP_FLOAT: List[str] = ["transformer/enc_out", "transformer/reference_points", "bbox_embed"]
+
+
+@dataclass
+class DetrTrtConfig(TrtConfig):
+    int8_keep_float: List[str] = spec_field(
+        list(DETR_INT8_KEEP_FLOAT),
+        "tao-oss extension: layers an INT8 engine keeps in float, as 'op:<OpType>' or regular expressions "
+        "searched in ONNX node names (default: the layers that make the decoder's reference boxes); [] "
+        "quantizes every Conv / MatMul / Gemm.",
+    )
+
+
+@dataclass
+class DetrGenTrtEngineConfig(GenTrtEngineConfig):
+    tensorrt: DetrTrtConfig = spec_field(DetrTrtConfig, "Precision, workspace and optimization profile.")
+
+
 # ----------------------------------------------------------------------------- convert
 
 
@@ -290,7 +318,7 @@ class DetrExperimentConfig:
     evaluate: EvaluateConfig = spec_field(EvaluateConfig, "Evaluation task.")
     inference: InferenceConfig = spec_field(InferenceConfig, "Inference task.")
     export: ExportConfig = spec_field(ExportConfig, "ONNX export task.")
-    gen_trt_engine: GenTrtEngineConfig = spec_field(GenTrtEngineConfig, "TensorRT engine build (tao deploy).")
+    gen_trt_engine: DetrGenTrtEngineConfig = spec_field(DetrGenTrtEngineConfig, "TensorRT engine build (tao deploy).")
     encryption_key: Optional[str] = spec_field(None, "Key to encrypt/decrypt model files.")
     results_dir: Optional[str] = spec_field(None, "Root directory of the experiment's outputs.")
 

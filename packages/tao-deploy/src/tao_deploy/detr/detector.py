@@ -18,6 +18,7 @@ import numpy as np
 
 from tao_core.data.images import load_image_rgb
 from tao_core.errors import SpecError, TaoUserError
+from tao_core.io.paths import require_file
 from tao_core.processing.detr import IMAGENET_MEAN, IMAGENET_STD, decode_topk, preprocess_batch, preprocess_image
 from tao_deploy.runtime import Engine, load_engine
 
@@ -41,6 +42,17 @@ def image_preprocessor(size_hw: Sequence[int], mean: Sequence[float], std: Seque
         return preprocess_image(load_image_rgb(path), size=size_hw, mean=mean, std=std)
 
     return preprocess
+
+
+def raw_decoder(num_select: int):
+    """(outputs, batch) -> decode_topk detections in the batch's H x W pixels: how the engine's
+    agreement with its FP32 graph is measured (tao_deploy.engine.agreement)."""
+
+    def decode(outputs: dict[str, np.ndarray], batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+        sizes = np.array([batch.shape[2:4]] * len(batch))
+        return decode_topk(outputs["pred_logits"], outputs["pred_boxes"], sizes, num_select)
+
+    return decode
 
 
 def check_detr_io(input_shapes: dict[str, Sequence], output_names: Sequence[str], where: str) -> str:
@@ -69,9 +81,9 @@ def require_engine(section, task: str) -> str:
         if section.get("checkpoint"):
             hint = f"; {task}.checkpoint is a PyTorch model, run by `tao model <network> {task}`"
         raise SpecError(f"{task}.trt_engine", None, f"the engine built by gen_trt_engine{hint}")
-    if not os.path.isfile(str(engine)):
+    if not os.path.lexists(str(engine)):
         raise TaoUserError(f"{task}.trt_engine: {engine} does not exist (build it with gen_trt_engine)")
-    return str(engine)
+    return require_file(engine, f"{task}.trt_engine", "engine file")  # a folder / unreadable: one line
 
 
 class EngineDetector:

@@ -74,6 +74,7 @@ class Calibration:
     percentile: float = 99.999
     op_types: tuple[str, ...] | None = None
     exclude_nodes: tuple[str, ...] = field(default_factory=tuple)
+    keep_float: tuple[str, ...] = field(default_factory=tuple)  # patterns, see precision.keep_float_nodes
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -101,14 +102,7 @@ def list_calibration_images(
     """
     if batch_size <= 0 or batches <= 0:
         raise TaoUserError(f"cal_batch_size and cal_batches must be > 0, got {batch_size} and {batches}")
-    dirs = [image_dirs] if isinstance(image_dirs, (str, os.PathLike)) else list(image_dirs)
-    if not dirs:
-        raise TaoUserError("no calibration image directory given (cal_image_dir)")
-    found: list[Path] = []
-    for d in map(Path, dirs):
-        if not d.is_dir():
-            raise TaoUserError(f"calibration image directory {d} does not exist")
-        found += sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    dirs, found = find_images(image_dirs)
     needed = batch_size * batches
     if len(found) < needed:
         raise TaoUserError(
@@ -118,6 +112,29 @@ def list_calibration_images(
     chosen = found[:needed]
     check_images_readable(chosen)
     return chosen
+
+
+def find_images(image_dirs) -> tuple[list, list[Path]]:
+    """(the folders, every image in them: recursively, sorted per folder, folders in the given order)."""
+    dirs = [image_dirs] if isinstance(image_dirs, (str, os.PathLike)) else list(image_dirs)
+    if not dirs:
+        raise TaoUserError("no calibration image directory given (cal_image_dir)")
+    found: list[Path] = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise TaoUserError(f"calibration image directory {d} does not exist")
+        found += sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return dirs, found
+
+
+def held_out_images(image_dirs, used: int, count: int) -> list[Path]:
+    """Up to `count` images of `image_dirs` after the first `used` (the calibration ones), spread
+    evenly over the rest: images the engine's agreement with FP32 is checked on."""
+    rest = find_images(image_dirs)[1][used:]
+    if len(rest) <= count:
+        return rest
+    step = len(rest) / count
+    return [rest[int(i * step)] for i in range(count)]
 
 
 def check_images_readable(paths: Iterable[Path]) -> None:

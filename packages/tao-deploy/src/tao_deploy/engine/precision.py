@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,19 @@ def _fold_cast_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
 def compute_amax(
     model: onnx.ModelProto, reader, method: str = "entropy", percentile: float = 99.999
 ) -> dict[str, float]:
-    """Per-tensor absolute range (amax) of float tensors, observed over `reader`'s batches.
+    """Per-tensor absolute range (amax) of float tensors, observed over `reader`'s batches
+    (see `compute_ranges`)."""
+    return amax_of(compute_ranges(model, reader, method, percentile))
+
+
+def amax_of(ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    return {k: max(abs(lo), abs(hi)) for k, (lo, hi) in ranges.items()}
+
+
+def compute_ranges(
+    model: onnx.ModelProto, reader, method: str = "entropy", percentile: float = 99.999
+) -> dict[str, tuple[float, float]]:
+    """Per-tensor (lo, hi) range of float tensors, observed over `reader`'s batches.
 
     minmax observes every float tensor, so its calibration cache also serves TensorRT's
     implicit INT8 mode (DeepStream's int8-calib-file). The histogram methods (entropy,
@@ -117,7 +130,9 @@ def compute_amax(
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
     }
-    extra = {"symmetric": True}
+    # minmax keeps the observed (lo, hi) (an asymmetric uint8 graph uses both; amax is the same);
+    # the histogram methods pick symmetric thresholds.
+    extra = {"symmetric": method != "minmax"}
     if method == "percentile":
         extra["percentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="tao-calib-") as tmp:
@@ -142,18 +157,17 @@ def compute_amax(
                     if chunk.total == 0:
                         raise TaoUserError("calibration got no batches: the calibration data source is empty") from None
             ranges = calibrator.compute_data()
-    amax, dropped = {}, []
+    out, dropped = {}, []
     for name, data in ranges.data.items():
-        lo, hi = data.range_value
-        value = float(max(abs(float(np.max(lo))), abs(float(np.max(hi)))))
-        if np.isfinite(value):
-            amax[name] = value
+        lo, hi = (float(np.min(v)) if i == 0 else float(np.max(v)) for i, v in enumerate(data.range_value))
+        if np.isfinite(lo) and np.isfinite(hi):
+            out[name] = (lo, hi)
         else:
             dropped.append(name)
     if dropped:
         log.info("calibration: %d tensors with non-finite values get no INT8 scale (they stay float): %s",
                  len(dropped), ", ".join(dropped[:8]))
-    return amax
+    return out
 
 
 # onnxruntime's calibrators keep every calibrated tensor of every batch they are given until
@@ -182,17 +196,95 @@ class _Chunk:
         return batch
 
 
+@dataclass(frozen=True)
+class Int8Graph:
+    """The shape of an INT8 graph: what Q/DQ goes where, with which integer types.
+
+    `tensorrt`: what TensorRT's explicit quantization wants (symmetric INT8 activations and
+    weights, zero point 0, Q/DQ on the inputs of INT8_OP_TYPES only). `onnxruntime_cpu`: what
+    ONNX Runtime's x86 kernels run fast (see `cpu_int8_graph`).
+    """
+
+    name: str
+    quant_format: str = "QDQ"  # or "QOperator"
+    activation_type: str = "int8"  # int8 | uint8
+    weight_type: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: no int16 overflow in AVX2 u8 x s8 dot products
+    inputs_only: bool = True  # Q/DQ on the inputs of quantized ops only (TensorRT), else also outputs
+    op_types: tuple[str, ...] = INT8_OP_TYPES
+    weights_only_matmul: bool = False  # quantize a MatMul only when its second input is a weight
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+TENSORRT_INT8 = Int8Graph("tensorrt")
+
+
+def cpu_has_vnni() -> bool:
+    """True where the x86 CPU has AVX-512 VNNI / AVX-VNNI (u8 x s8 dot products without overflow)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def cpu_int8_graph() -> Int8Graph:
+    """The INT8 graph for ONNX Runtime on CPU (measured on the demo DINO; see the package README).
+
+    QDQ with Conv outputs quantized too, so ORT fuses DQ -> Conv -> Q into QLinearConv (Q/DQ on
+    inputs only leaves float Convs fed by DQ: 0.64-0.69x FP32 speed); uint8 activations x int8
+    per-channel weights (ORT's fast x86 path; u8 x u8 was slower); 7-bit weights (reduce_range)
+    on CPUs without VNNI, whose AVX2 u8 x s8 instruction saturates at int16 (and ran faster);
+    Conv only: Conv is 75% of a DETR's CPU time (the backbone), its MatMuls 6%, and quantizing
+    them adds Q/DQ work and error for no measurable gain.
+    """
+    return Int8Graph("onnxruntime_cpu", quant_format="QDQ", activation_type="uint8", weight_type="int8",
+                     per_channel=True, reduce_range=not cpu_has_vnni(), inputs_only=False,
+                     op_types=("Conv",), weights_only_matmul=True)
+
+
+def keep_float_nodes(model: onnx.ModelProto, patterns) -> tuple[str, ...]:
+    """Names of the nodes `patterns` keep in float: `op:<OpType>` entries match by op type, every
+    other entry is a regular expression searched in node names (`sampling_offsets|attention_weights`)."""
+    import re
+
+    ops, regexes = set(), []
+    for p in patterns or ():
+        p = str(p).strip()
+        if p.startswith("op:"):
+            ops.add(p[3:])
+            continue
+        try:
+            regexes.append(re.compile(p))
+        except re.error as e:
+            raise TaoUserError(f"int8 keep-float pattern {p!r} is not a valid regular expression: {e}") from None
+    return tuple(n.name for n in model.graph.node
+                 if n.op_type in ops or any(r.search(n.name) for r in regexes))
+
+
 def insert_qdq(
     model: onnx.ModelProto,
     amax: dict[str, float],
     op_types=INT8_OP_TYPES,
     exclude_nodes=(),
+    graph: Int8Graph = TENSORRT_INT8,
 ) -> onnx.ModelProto:
-    """`model` with Q/DQ pairs on the inputs of `op_types` nodes, using the given ranges."""
+    """`model` with INT8 Q/DQ in the form `graph` on `op_types` nodes, using the given ranges.
+
+    `amax` are symmetric ranges: what a TensorRT calibration cache holds, so an engine rebuilt
+    from the cache is the engine calibrated from data, bit for bit (uint8 activations get zero
+    point 128).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-    needed = _quantized_activations(model, op_types, exclude_nodes)
+    exclude = list(exclude_nodes)
+    if graph.weights_only_matmul:
+        exclude += _activation_matmuls(model, exclude)
+    needed = _quantized_activations(model, op_types, exclude)
     missing = sorted(needed - set(amax))
     if missing:
         raise TaoUserError(
@@ -200,13 +292,19 @@ def insert_qdq(
             f"{' ...' if len(missing) > 5 else ''}: the calibration cache was made for another model; "
             "delete it to recalibrate"
         )
-    ranges = TensorsData(
+    data = TensorsData(
         CalibrationMethod.MinMax,
         {k: TensorData(lowest=np.float32(-a), highest=np.float32(a)) for k, a in amax.items()},
     )
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    if graph.inputs_only:
+        # Q/DQ on inputs only, as TensorRT's explicit quantization expects: a Q/DQ on a Conv
+        # output would round what float consumers (GridSample, Softmax, graph outputs) read.
+        extra["OpTypesToExcludeOutputQuantization"] = list(op_types)
     with tempfile.TemporaryDirectory(prefix="tao-qdq-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        save_tensors_data(ranges, cache)
+        save_tensors_data(data, cache)
         out = Path(tmp) / "int8.onnx"
         with _quiet_onnxruntime():
             quantize_static(
@@ -215,23 +313,24 @@ def insert_qdq(
                 calibration_data_reader=None,
                 calibration_cache_path=cache,  # ranges given, no calibration run here
                 calibrate_method=CalibrationMethod.MinMax,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
+                quant_format=QuantFormat.QDQ if graph.quant_format == "QDQ" else QuantFormat.QOperator,
+                activation_type=qtype[graph.activation_type],
+                weight_type=qtype[graph.weight_type],
+                per_channel=graph.per_channel,
+                reduce_range=graph.reduce_range,
                 op_types_to_quantize=list(op_types),
-                nodes_to_exclude=list(exclude_nodes),
-                extra_options={
-                    "ActivationSymmetric": True,
-                    "WeightSymmetric": True,
-                    "QuantizeBias": False,
-                    # Q/DQ on inputs only, as TensorRT's explicit quantization expects: a Q/DQ on
-                    # a Conv output would round what float consumers (GridSample, Softmax,
-                    # graph outputs) read, for no speed gain.
-                    "OpTypesToExcludeOutputQuantization": list(op_types),
-                },
+                nodes_to_exclude=exclude,
+                extra_options=extra,
             )
         return onnx.load_model(out)
+
+
+def _activation_matmuls(model: onnx.ModelProto, exclude) -> list[str]:
+    """MatMul nodes whose both inputs are activations (attention's Q K^T and A V)."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and n.name not in exclude and not any(i in consts for i in n.input[:2])]
 
 
 def _quantized_activations(model: onnx.ModelProto, op_types, exclude_nodes) -> set[str]:
@@ -249,8 +348,12 @@ def _quantized_activations(model: onnx.ModelProto, op_types, exclude_nodes) -> s
 class _DropQuantAdvice(logging.Filter):
     # quantize_static warns on the root logger that the model was not run through its own
     # pre-processing; our graphs are exported models used as they are, so the advice is noise.
+    # Its notes on biases that are not initializers (DETR's projections with computed biases) are
+    # about quantizing the bias, which stays float here anyway.
+    NOISE = ("pre-processing", "pre_process", "to be an initializer", "is not constant")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage() and "pre_process" not in record.getMessage()
+        return not any(n in record.getMessage() for n in self.NOISE)
 
 
 @contextlib.contextmanager
