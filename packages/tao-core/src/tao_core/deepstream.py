@@ -236,7 +236,7 @@ def detr_config(
     std=(0.229, 0.224, 0.225),
     onnx_file: str | None = None,
     model_engine_file: str | None = None,
-    precision: str = "fp16",
+    precision: str = "fp32",
     topk: int = 20,
     pre_cluster_threshold: float = 0.5,
     **overrides,
@@ -260,6 +260,47 @@ def detr_config(
     )
     values.update(overrides)
     return NvInferConfig(**values)
+
+
+def write_detr_deepstream_files(
+    out_dir: str | os.PathLike,
+    class_names: list[str],
+    input_hw: tuple[int, int],
+    mean,
+    std,
+    *,
+    onnx_file: str | os.PathLike | None = None,
+    model_engine_file: str | os.PathLike | None = None,
+    int8_calib_file: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    batch_size: int = 1,
+    pre_cluster_threshold: float = 0.5,
+) -> dict[str, Path]:
+    """labels.txt + nvinfer_config.txt + nvdsinfer_config.yaml of a DINO / Deformable DETR model in
+    `out_dir`, for what export (ONNX only) or gen_trt_engine (the engine it built) produced.
+
+    File paths are written relative to `out_dir`, because nvinfer resolves relative paths from
+    the config file's folder: the folder keeps working when moved together with its models.
+    A 1-value mean / std (grey normalisation) is repeated per channel (one offset each)."""
+    mean, std = list(mean), list(std)
+    mean = mean * 3 if len(mean) == 1 else mean
+
+    def rel(path):
+        return None if path is None else os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))
+
+    cfg = detr_config(
+        len(class_names),
+        tuple(input_hw),
+        mean=mean,
+        std=std,
+        onnx_file=rel(onnx_file),
+        model_engine_file=rel(model_engine_file),
+        int8_calib_file=rel(int8_calib_file),
+        precision=precision,
+        batch_size=int(batch_size),
+        pre_cluster_threshold=float(pre_cluster_threshold),
+    )
+    return write_deepstream_files(out_dir, cfg, class_names)
 
 
 def detectnet_v2_config(

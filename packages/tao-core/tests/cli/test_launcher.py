@@ -208,3 +208,49 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     r = tao("spec", "validate", "dino", "train", "-e", str(spec))
     assert r.returncode == 1
     assert f"{spec}: invalid YAML at line" in r.stderr
+
+
+def _have(distribution):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def test_every_spec_network_names_its_packages():
+    from tao_core.cli.launcher import INSTALL_HINTS, PROVIDERS
+    from tao_core.specs import NETWORKS
+
+    for group in ("model", "deploy"):
+        assert set(PROVIDERS[group]) == set(NETWORKS), group
+        assert set(PROVIDERS[group].values()) <= set(INSTALL_HINTS)
+
+
+@pytest.mark.parametrize(
+    "group, network, package",
+    [("model", "oneformer", "tao-pytorch"), ("model", "detectnet_v2", "tao-tf"), ("deploy", "detectnet_v2", "tao-deploy")],
+)
+def test_known_network_without_its_package_names_the_package(group, network, package):
+    # `tao --help` lists every spec network; `tao model <it> --help` must say what to install,
+    # not "unknown network"
+    from tao_core.cli.launcher import installed_networks
+
+    if network in installed_networks(group):
+        pytest.skip(f"{network} is installed here")
+    r = tao(group, network, "--help")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "unknown network" not in r.stderr
+    assert package in r.stderr and network in r.stderr
+    if _have(package):
+        assert f"the installed {package}" in r.stderr and "does not include it yet" in r.stderr
+    else:
+        assert f"{package}, is not installed" in r.stderr and "pip install" in r.stderr
+    assert f"{network} ({package}:" in tao("--help").stdout  # and --help says it is not available
+
+
+def test_unknown_network_is_still_unknown(plugin_env):
+    r = tao("model", "yolo", "train", env=plugin_env)
+    assert r.returncode == 1 and "unknown network 'yolo'" in r.stderr

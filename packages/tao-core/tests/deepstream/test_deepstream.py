@@ -47,7 +47,7 @@ def test_detr_values(tmp_path):
     assert [float(x) for x in p["offsets"].split(";")] == pytest.approx([123.675, 116.28, 103.53])
     assert p["infer-dims"] == "3;544;960"
     assert p["output-blob-names"] == "pred_logits;pred_boxes"
-    assert p["cluster-mode"] == "4" and p["network-mode"] == "2" and p["model-color-format"] == "0"
+    assert p["cluster-mode"] == "4" and p["network-mode"] == "0" and p["model-color-format"] == "0"
     assert p["parse-bbox-func-name"] == "NvDsInferParseCustomDDETRTAO"
     assert p["custom-lib-path"].endswith("libnvds_infercustomparser_tao.so")
     assert p["num-detected-classes"] == "3" and p["labelfile-path"] == "labels.txt"

@@ -5,11 +5,12 @@
     tao spec   validate|template|schema <network> <task> [-e SPEC] [key=value ...]
 
 Networks come from the entry-point groups `tao.model` and `tao.deploy`, so a network appears
-exactly when the package that implements it is installed.
+exactly when the package that implements it is installed. A network tao-core has a spec for but
+no installed package runs is named with the package that provides it (PROVIDERS).
 """
 
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from tao_core.cli.guard import run_guarded
 from tao_core.errors import TaoUserError
@@ -17,10 +18,67 @@ from tao_core.spec.validate import did_you_mean
 
 GROUPS = {"model": "tao.model", "deploy": "tao.deploy"}
 
+# Which distribution runs each spec network's tasks, per group, and how to install it from the
+# repository root (the README's "Install one stage alone"). A test holds every spec network to it.
+PROVIDERS = {
+    "model": {
+        "dino": "tao-pytorch",
+        "deformable_detr": "tao-pytorch",
+        "oneformer": "tao-pytorch",
+        "detectnet_v2": "tao-tf",
+    },
+    "deploy": {
+        "dino": "tao-deploy",
+        "deformable_detr": "tao-deploy",
+        "oneformer": "tao-deploy",
+        "detectnet_v2": "tao-deploy",
+    },
+}
+INSTALL_HINTS = {
+    "tao-pytorch": "pip install -c constraints/torch.txt ./packages/tao-core ./packages/tao-pytorch",
+    "tao-tf": "pip install ./packages/tao-core ./packages/tao-tf",
+    "tao-deploy": "pip install ./packages/tao-core ./packages/tao-deploy ./packages/tao-convert",
+}
+
 
 def installed_networks(group: str) -> dict:
     """network name -> entry point, for one group ("model" or "deploy")."""
     return {ep.name: ep for ep in entry_points(group=GROUPS[group])}
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def not_installed_message(group: str, name: str, found: dict) -> str:
+    """Why `tao <group> <name>` cannot run: the network is unknown (did-you-mean), or tao-core knows
+    it but its package is missing (install hint), or that package's installed release lacks it."""
+    installed = ", ".join(sorted(found)) or "none"
+    provider = PROVIDERS[group].get(name)
+    if provider is None:
+        known = sorted(set(found) | set(PROVIDERS[group]))
+        return f"tao {group}: unknown network '{name}'{did_you_mean(name, known)}; installed: {installed}"
+    have = installed_version(provider)
+    role = "training" if group == "model" else "deployment"
+    if have is None:
+        return (f"tao {group} {name}: the {role} package of {name}, {provider}, is not installed; install it "
+                f"with `{INSTALL_HINTS[provider]}` (from the repository root). Installed {group} networks: "
+                f"{installed}")
+    return (f"tao {group} {name}: {name} is provided by {provider}, but the installed {provider} {have} does not "
+            f"include it yet (its spec is known: `tao spec template {name} train`). Installed {group} networks: "
+            f"{installed}")
+
+
+def _missing_networks(group: str, found: dict) -> list[str]:
+    out = []
+    for name, provider in PROVIDERS[group].items():
+        if name not in found:
+            have = installed_version(provider)
+            out.append(f"{name} ({provider}: {'not installed' if have is None else 'not in ' + have + ' yet'})")
+    return out
 
 
 def usage() -> str:
@@ -44,6 +102,9 @@ def usage() -> str:
         for name in sorted(found):
             tasks = _tasks_of(found[name])
             lines.append(f"  {name:<18} {tasks}")
+        missing = _missing_networks(group, found)
+        if missing:
+            lines.append(f"  not available: {', '.join(missing)}")
         lines.append("")
     from tao_core.specs import NETWORKS
 
@@ -65,10 +126,7 @@ def _run_network(group: str, argv: list[str]) -> int:
         return 0 if argv else 1
     name = argv[0]
     if name not in found:
-        installed = ", ".join(sorted(found)) or "none"
-        raise TaoUserError(
-            f"tao {group}: unknown network '{name}'{did_you_mean(name, found)}; installed: {installed}"
-        )
+        raise TaoUserError(not_installed_message(group, name, found))
     cli = found[name].load()
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         print(f"usage: tao {group} {name} <task> [args]\n\ntasks: {', '.join(cli.tasks)}")

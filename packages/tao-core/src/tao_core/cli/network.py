@@ -15,7 +15,6 @@ and never imports a framework.
 
 import argparse
 import importlib
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -44,6 +43,16 @@ class TaskContext:
     key: str | None
     status: Any  # tao_core.results.StatusLogger
     argv: list = field(default_factory=list)
+    experiment: Any = None  # tao_core.results.run_dir.ExperimentRecord: .write() once the task starts
+
+
+def redacted_config(cfg: Any, key: str | None):
+    """The spec as saved in experiment.yaml: the encryption key never written."""
+    from omegaconf import OmegaConf
+
+    from tao_core.crypto import redact_secrets
+
+    return OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True), [key] if key else []))
 
 
 class _NetworkCliBase:
@@ -132,6 +141,8 @@ class YamlNetworkCli(_NetworkCliBase):
 
     def run(self, task: str, argv: list[str]) -> int:
         from tao_core.results import setup_task_logging, task_run
+        from tao_core.results.run_dir import ExperimentRecord, prepare_task_dir
+        from tao_core.results.status import redact_task_logs
         from tao_core.spec import save_experiment
 
         fn = self.resolve_task(task)
@@ -139,11 +150,15 @@ class YamlNetworkCli(_NetworkCliBase):
         results_dir = cfg.get("results_dir")
         if not results_dir:
             raise SpecError("results_dir", None, "a folder for the results: set results_dir in the spec or pass -r")
-        save_experiment(cfg, results_dir, task)
-        task_dir = os.path.join(results_dir, task)
+        task_dir = prepare_task_dir(results_dir, task)  # one-line error if unusable; stale temporaries removed
+        key = args.key or cfg.get("encryption_key")
         section = cfg.get(task)
         setup_task_logging(results_dir, task, verbose=bool(section is not None and section.get("verbose")))
+        redact_task_logs([key])
+        # experiment.yaml (key redacted) is written once the task starts, never by a run failing its checks
+        experiment = ExperimentRecord(lambda: save_experiment(redacted_config(cfg, key), results_dir, task))
         with task_run(results_dir, task, network=self.network) as status:
-            ctx = TaskContext(self.network, task, task_dir, args.key or cfg.get("encryption_key"), status, argv)
+            ctx = TaskContext(self.network, task, task_dir, key, status, argv, experiment)
             fn(cfg, ctx)
+            experiment.write()
         return 0

@@ -8,6 +8,7 @@ backend (auto: TensorRT when usable, else ONNX Runtime; the choice is logged and
 INT8 calibration images are read with the network's own evaluation preprocessing
 (tao_core.processing.detr.preprocess_image: exact resize to the model's H x W, /255, mean/std of
 dataset.augmentation); an existing calibration.cal_cache_file is reused without images.
+Beside the engine: the DeepStream nvinfer config of that engine (tao_deploy.detr.deepstream_config).
 The engine records the class names (labels.txt beside the ONNX when it fits the model, else
 names from the spec's dataset), the network and its normalisation.
 
@@ -22,8 +23,11 @@ import os
 
 from tao_core.data.classmap import label_names
 from tao_core.errors import SpecError
-from tao_deploy.detr.detector import check_detr_io, image_preprocessor, normalisation
-from tao_deploy.engine.builder import build_from_spec
+from tao_core.io.output_set import refuse_existing
+from tao_deploy.detr.deepstream_config import write_engine_deepstream_files
+from tao_deploy.detr.detector import check_detr_io, image_preprocessor, normalisation, raw_decoder
+from tao_deploy.engine.builder import build_from_spec, record_agreement
+from tao_deploy.engine.calibration import find_images
 from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs, static_dim
 from tao_deploy.engine.precision import normalize_precision
 
@@ -57,12 +61,24 @@ def engine_class_names(cfg, onnx_file: str, num_classes: int | None) -> tuple[li
     return label_names(cfg), "dataset"
 
 
+def validation_images(cfg) -> list[str]:
+    """Images of the spec's test / val sources: where an engine is checked when cal_image_dir has
+    none left aside from calibration."""
+    sources = [cfg.dataset.test_data_sources] if cfg.dataset.get("test_data_sources") else []
+    sources += list(cfg.dataset.get("val_data_sources") or [])
+    dirs = [str(s.image_dir) for s in sources if s is not None and s.get("image_dir")
+            and os.path.isdir(str(s.image_dir))]
+    return [str(p) for p in find_images(dirs)[1]] if dirs else []
+
+
 def run(cfg, ctx) -> dict:
     spec = cfg.gen_trt_engine
     if not spec.onnx_file:
         raise SpecError("gen_trt_engine.onnx_file", None, "the exported .onnx (or .etlt) to build from")
     if not spec.trt_engine:
         raise SpecError("gen_trt_engine.trt_engine", None, "the path of the engine file to write")
+    # the output rule of files the user names (tao_core.io.output_set): an existing engine is refused
+    refuse_existing(spec.trt_engine, "gen_trt_engine.trt_engine")
     normalize_precision(spec.tensorrt.data_type)  # an unsupported precision fails before the model is read
 
     model = load_onnx(spec.onnx_file, ctx.key)  # missing file, missing / wrong key: now
@@ -86,7 +102,8 @@ def run(cfg, ctx) -> dict:
         "class_names_from": names_from,
     }
     info = build_from_spec(spec, preprocess=image_preprocessor(size_hw, mean, std), model=model, key=ctx.key,
-                           class_names=class_names, metadata=metadata)
+                           class_names=class_names, metadata=metadata, decode=raw_decoder(cfg.model.num_select),
+                           check_images=validation_images(cfg))
     profile = info.metadata["profile"][inp.name]
     summary = {
         "trt_engine": str(info.path),
@@ -97,8 +114,11 @@ def run(cfg, ctx) -> dict:
         "class_names": class_names,
         "calibration_cache": str(info.calibration_cache) if info.calibration_cache else None,
     }
+    summary.update(write_engine_deepstream_files(cfg, info, spec.onnx_file, size_hw, class_names, mean, std))
+    logger.info("DeepStream config of this engine: %s", summary["deepstream_files"][0])
     message = (f"Built {info.precision.upper()} engine {info.path} with {info.backend} {info.backend_version} "
                f"(input {size_hw[0]}x{size_hw[1]}, batch {profile['min'][0]}..{profile['max'][0]})")
     logger.info(message)
     ctx.status.write("RUNNING", message)
+    record_agreement(ctx.status, info, summary)
     return summary

@@ -36,11 +36,17 @@ import torch
 
 from tao_core.data.coco import CocoIndex
 from tao_core.errors import TaoUserError
+from tao_core.io.paths import require_file
+from tao_core.results.run_dir import record_experiment
+from tao_core.results.stop import TaskStopped, current_stop
 from tao_pytorch.common.checkpoint import load_model_weights
 from tao_pytorch.common.checkpoint_io import TaoCheckpointIO, TaoModelCheckpoint
+from tao_pytorch.common.console import progress, quiet_dependency_noise
+from tao_pytorch.common.training_safety import ProgressGuard, check_resume_fits
 from tao_pytorch.detr.build import build_model
 from tao_pytorch.detr.data.loader import build_dataloader, build_dataset
 from tao_pytorch.detr.data.samplers import SPLITTING_SAMPLERS
+from tao_pytorch.detr.data.transforms import describe_eval_input
 from tao_pytorch.detr.lightning_module import DetrLightningModule
 
 log = logging.getLogger(__name__)
@@ -93,8 +99,7 @@ def resolve_resume(network: str, cfg: Any, results_dir: str) -> str | None:
         if not str(given).endswith(CHECKPOINT_SUFFIXES):
             raise TaoUserError(
                 f"train.resume_training_checkpoint_path: {given} must be a .pth or .tlt checkpoint")
-        if not os.path.isfile(given):
-            raise TaoUserError(f"train.resume_training_checkpoint_path: {given} does not exist")
+        require_file(given, "train.resume_training_checkpoint_path", "checkpoint file (.pth)")
         log.info("resuming training from %s (train.resume_training_checkpoint_path)", given)
         return str(given)
     latest = os.path.join(results_dir, latest_checkpoint_name(network) + ".pth")
@@ -146,7 +151,7 @@ def accelerator_of(trainer: pl.Trainer) -> str:
 
 
 def build_trainer(network: str, cfg: Any, results_dir: str, key: str | None, steps_per_epoch: int,
-                  **overrides: Any) -> pl.Trainer:
+                  status: Any = None, **overrides: Any) -> pl.Trainer:
     """The Lightning Trainer of a train spec (see the module docstring)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -155,6 +160,8 @@ def build_trainer(network: str, cfg: Any, results_dir: str, key: str | None, ste
     world_size = (len(devices) if isinstance(devices, list) else int(devices)) * int(train.num_nodes)
     checkpoint_cb = TaoModelCheckpoint(results_dir, latest_checkpoint_name(network),
                                        every_n_epochs=int(train.checkpoint_interval))
+    quiet_dependency_noise()
+    shown = progress(steps_per_epoch)  # a tqdm bar on a terminal, else a log line every few steps
     kwargs = dict(
         accelerator=accelerator,
         devices=devices,
@@ -167,9 +174,10 @@ def build_trainer(network: str, cfg: Any, results_dir: str, key: str | None, ste
         gradient_clip_algorithm="norm",
         default_root_dir=results_dir,
         logger=TensorBoardLogger(save_dir=results_dir, name="lightning_logs"),
-        callbacks=[checkpoint_cb],
+        # ProgressGuard: stop on SIGTERM/SIGINT at a step's end, checkpoint on the way out of any exception
+        callbacks=[checkpoint_cb, ProgressGuard(checkpoint_cb, status), *shown["callbacks"]],
         plugins=[TaoCheckpointIO(key)],
-        enable_progress_bar=True,
+        enable_progress_bar=shown["enable_progress_bar"],
         enable_model_summary=bool(train.verbose),
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
@@ -199,6 +207,9 @@ def run_training(network: str, cfg: Any, ctx: Any, **trainer_overrides: Any) -> 
     val_gt = val_ground_truth(datasets["val"])
     log.info("train: %d images, val: %d images, %d classes", len(datasets["train"]), len(datasets["val"]),
              cfg.dataset.num_classes)
+    log.info("validation (val_mAP) sees the val images %s; evaluate with evaluate.input_height/input_width "
+             "(the export size) resizes to exactly that size, so its mAP differs",
+             describe_eval_input(cfg.dataset.augmentation))
 
     # 2. model
     model = build_model(network, cfg)
@@ -208,15 +219,27 @@ def run_training(network: str, cfg: Any, ctx: Any, **trainer_overrides: Any) -> 
                  len(report.loaded), train.pretrained_model_path, len(report.skipped_shape))
     module = _TrainingModule(network, cfg, datasets, status=ctx.status, val_gt=val_gt, model=model)
 
-    # 3. resume
+    # 3. resume: the checkpoint must fit this spec's model (a changed num_classes / model is one line)
     ckpt_path = resolve_resume(network, cfg, results_dir)
+    if ckpt_path:
+        check_resume_fits(ckpt_path, model, ctx.key, results_dir, cfg, latest=not train.resume_training_checkpoint_path)
 
     # 4. fit
     steps = max(1, len(datasets["train"]) // batch_size // max(1, int(train.num_gpus) * int(train.num_nodes)))
-    trainer = build_trainer(network, cfg, results_dir, ctx.key, steps, **trainer_overrides)
+    trainer = build_trainer(network, cfg, results_dir, ctx.key, steps, getattr(ctx, "status", None),
+                            **trainer_overrides)
     # FSDP shards the optimizer state itself; the CPU fallback shards it with ZeroRedundancyOptimizer
     module.shard_optimizer = (
         train.distributed_strategy == "ddp_sharded" and trainer.world_size > 1 and accelerator_of(trainer) == "cpu"
     )
-    trainer.fit(module, ckpt_path=ckpt_path)  # Ctrl+C: Lightning stops cleanly and exits with status 1
+    record_experiment(ctx)  # every check passed: experiment.yaml now describes this run's checkpoints
+    try:
+        trainer.fit(module, ckpt_path=ckpt_path)
+    except SystemExit as exc:  # Lightning's own SIGTERM exit (SIGTERMException) is not a success
+        stop = current_stop()
+        if stop is not None and stop.requested:
+            raise stop.exception() from None
+        if type(exc).__name__ == "SIGTERMException":
+            raise TaskStopped(15) from None
+        raise
     return trainer

@@ -24,12 +24,15 @@ import numpy as np
 import torch
 
 from tao_core.data.coco import load_coco_sources
+from tao_core.io.output_set import replace_outputs
 from tao_core.metrics.coco_report import write_coco_evaluation
 from tao_core.processing.detr import to_coco_results
 from tao_core.tasks.detr import batch_size_of, eval_sources, input_size_of, output_dir
+from tao_core.tasks.evaluation import require_ground_truth
 from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import CocoDetectionDataset, build_dataloader, build_transforms
 from tao_pytorch.detr.data.dataset import with_mask_channel
+from tao_pytorch.detr.data.transforms import describe_eval_input
 from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint, refuse_trt_engine
 
 logger = logging.getLogger(__name__)
@@ -58,9 +61,11 @@ def run_evaluate(network: str, cfg, ctx) -> dict:
     out_dir = output_dir(section, ctx)
 
     index = load_coco_sources(sources, cfg.dataset.num_classes, check_images=True, dataset_type="default")
+    require_ground_truth(index, field, cfg.dataset.get("eval_class_ids"))  # 0 images / 0 boxes: an error now
     dataset = CocoDetectionDataset(index, build_transforms(cfg.dataset.augmentation, "eval", input_size))
     loader = build_dataloader(cfg.dataset, "eval", batch_size=batch_size_of(section, cfg), dataset=dataset)
-    logger.info("evaluating on %d images of %s", len(dataset), field)
+    input_desc = describe_eval_input(cfg.dataset.augmentation, input_size)
+    logger.info("evaluating on %d images of %s, %s", len(dataset), field, input_desc)
 
     device = device_for(section)
     model = load_task_model(network, cfg, checkpoint, section.checkpoint, "evaluate", device)
@@ -75,6 +80,8 @@ def run_evaluate(network: str, cfg, ctx) -> dict:
         "conf_threshold": float(section.conf_threshold),
         "num_select": int(cfg.model.num_select),
         "seconds": round(seconds, 3),
+        "input": input_desc,
     }
-    return write_coco_evaluation(out_dir, index.to_coco_dict(), detections, run_info, ctx.status,
-                                 cfg.dataset.get("eval_class_ids"))
+    with replace_outputs(out_dir) as staging:  # the three files replace a previous run's together
+        return write_coco_evaluation(staging, index.to_coco_dict(), detections, run_info, ctx.status,
+                                     cfg.dataset.get("eval_class_ids"))

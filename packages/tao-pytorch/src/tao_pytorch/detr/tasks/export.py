@@ -34,7 +34,7 @@ import torch
 
 from tao_core.data.classmap import label_names
 from tao_core.data.images import list_images, load_image_rgb
-from tao_core.deepstream import detr_config, write_deepstream_files
+from tao_core.deepstream import write_detr_deepstream_files
 from tao_core.errors import SpecError, TaoUserError
 from tao_core.io.atomic import atomic_write_bytes, atomic_write_text
 from tao_core.processing.detr import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
@@ -204,7 +204,12 @@ def run_export(network: str, cfg, ctx) -> dict:
 
 
 def write_sidecar_files(cfg, model_path: str, height: int, width: int, batch_size: int = 1) -> dict:
-    """labels.txt, and for an .onnx the DeepStream nvinfer configs, next to the model file."""
+    """labels.txt, and for an .onnx the DeepStream nvinfer configs, next to the model file.
+
+    The nvinfer config builds from the ONNX in the precision of the spec's
+    gen_trt_engine.tensorrt.data_type (FP32 for INT8, which needs gen_trt_engine's calibration:
+    gen_trt_engine writes the config of the engine it builds), with pre-cluster-threshold =
+    inference.conf_threshold, so DeepStream shows what `inference` shows."""
     out_dir = os.path.dirname(os.path.abspath(model_path))
     names = label_names(cfg)
     if model_path.endswith(".etlt"):
@@ -213,13 +218,10 @@ def write_sidecar_files(cfg, model_path: str, height: int, width: int, batch_siz
         return {"labels_file": os.path.join(out_dir, "labels.txt")}
     aug = cfg.dataset.augmentation
     mean, std = list(aug.get("input_mean") or IMAGENET_MEAN), list(aug.get("input_std") or IMAGENET_STD)
-    ds_cfg = detr_config(
-        len(names),
-        (height, width),
-        mean=mean * 3 if len(mean) == 1 else mean,  # nvinfer wants one offset per channel
-        std=std,
-        onnx_file=os.path.basename(model_path),
-        batch_size=batch_size,
+    precision = str(cfg.gen_trt_engine.tensorrt.data_type).lower()
+    written = write_detr_deepstream_files(
+        out_dir, names, (height, width), mean, std, onnx_file=model_path,
+        precision="fp32" if precision == "int8" else precision, batch_size=batch_size,
+        pre_cluster_threshold=float(cfg.inference.conf_threshold),
     )
-    written = write_deepstream_files(out_dir, ds_cfg, names)
     return {"labels_file": str(written["labels"]), "deepstream_files": [str(written["txt"]), str(written["yaml"])]}
