@@ -43,6 +43,8 @@ rm -f "$ONNX"   # export refuses to overwrite; the demo rebuilds it from the lat
 for precision in FP32 INT8; do
   p=$(echo "$precision" | tr A-Z a-z)
   echo "== gen_trt_engine $precision (INT8 calibrates on the raccoon training images)"
+  # gen_trt_engine refuses to overwrite an engine; the demo rebuilds both (and recalibrates) from this ONNX
+  rm -f "$OUT/engine_$p/dino_$p.engine" "$OUT/engine_$p/cal.bin"
   "$TAO" deploy dino gen_trt_engine -e "$SPEC" -r "$OUT/engine_$p" \
     gen_trt_engine.onnx_file="$ONNX" gen_trt_engine.trt_engine="$OUT/engine_$p/dino_$p.engine" \
     gen_trt_engine.tensorrt.data_type="$precision" \
