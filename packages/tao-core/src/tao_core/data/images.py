@@ -15,6 +15,7 @@ accepted as truncated; without it a truncated file is an error, as Pillow decide
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -35,7 +36,53 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # The largest share of an image's rows a truncated file may be missing and still be used.
 TRUNCATION_TOLERANCE = 0.05
 # Pillow's truncation switch is process-wide: tolerant decodes take this lock and restore it.
-_TRUNCATED_LOCK = threading.Lock()
+
+
+class _TruncationSwitch:
+    """Pillow's only switch for decoding a cut-short file is the process-wide
+    ImageFile.LOAD_TRUNCATED_IMAGES. While one thread has it on, a strict decode in another
+    thread would silently accept a truncated file, so strict decodes (many, in parallel) and
+    tolerant ones (rare, one at a time) exclude each other; a waiting tolerant decode goes first."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._strict = 0
+        self._tolerant = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def strict(self):
+        with self._cond:
+            while self._tolerant or self._waiting:
+                self._cond.wait()
+            self._strict += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._strict -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def tolerant(self):
+        with self._cond:
+            self._waiting += 1
+            while self._tolerant or self._strict:
+                self._cond.wait()
+            self._waiting -= 1
+            self._tolerant = True
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+            with self._cond:
+                self._tolerant = False
+                self._cond.notify_all()
+
+
+_TRUNCATION = _TruncationSwitch()
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -79,15 +126,7 @@ def _decode(path, tolerate_truncation: bool, draft: bool = False) -> np.ndarray:
     with img:
         if draft and img.format == "JPEG":
             img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-        if tolerate_truncation:
-            with _TRUNCATED_LOCK:
-                before = ImageFile.LOAD_TRUNCATED_IMAGES
-                ImageFile.LOAD_TRUNCATED_IMAGES = True
-                try:
-                    img.load()
-                finally:
-                    ImageFile.LOAD_TRUNCATED_IMAGES = before
-        else:
+        with _TRUNCATION.tolerant() if tolerate_truncation else _TRUNCATION.strict():
             img.load()
         arr = np.asarray(_to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
@@ -207,7 +246,8 @@ def _check_once(path) -> ImageCheck:
         try:
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
+            with _TRUNCATION.strict():
+                img.load()
             _to_rgb(img)
             return ImageCheck(width, height, None)
         except (OSError, SyntaxError, ValueError) as e:
