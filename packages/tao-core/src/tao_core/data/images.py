@@ -231,18 +231,22 @@ def decode_check(path: str | os.PathLike) -> ImageCheck:
     return result
 
 
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) once the EXIF orientation is applied, from the header alone."""
+    width, height = img.size
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a decodable image
+        orientation = 1
+    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+
+
 def _check_once(path) -> ImageCheck:
     """One open: upright size from the header, then every byte of the pixel data decoded (a JPEG
     at 1/8 scale) and converted as a dataset would; a truncation goes to _decode_deciding."""
     img = _open(path)
     with img:
-        width, height = img.size
-        try:
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a decodable image
-            orientation = 1
-        if orientation in _SWAPS_AXES:
-            width, height = height, width
+        width, height = _upright_size(img)
         try:
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
@@ -264,14 +268,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     img = _open(path)
     with img:
-        width, height = img.size
-        try:
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a decodable image
-            orientation = 1
-    if orientation in _SWAPS_AXES:
-        return height, width
-    return width, height
+        return _upright_size(img)
 
 
 def check_decodable(path: str | os.PathLike) -> tuple[int, int]:
