@@ -88,8 +88,12 @@ def test_good_engine_status_keeps_success_message_with_kpi(tmp_path):
     assert last["kpi"]["agreement_top1_iou"] == pytest.approx(info.agreement["top1_iou"])
 
 
-def test_detr_specs_carry_the_measured_keep_float_default():
-    from tao_core.specs.detr_common import DETR_INT8_KEEP_FLOAT, DetrTrtConfig
+def test_each_detr_spec_carries_its_own_measured_keep_float_default():
+    from tao_core.specs import deformable_detr, dino
+    from tao_core.specs.detr_common import DetrTrtConfig
 
-    assert DetrTrtConfig().int8_keep_float == DETR_INT8_KEEP_FLOAT
-    assert "transformer/enc_out" in DETR_INT8_KEEP_FLOAT and "transformer/reference_points" in DETR_INT8_KEEP_FLOAT
+    assert DetrTrtConfig().int8_keep_float == []  # shared code names no network's layers
+    assert dino.ExperimentConfig().gen_trt_engine.tensorrt.int8_keep_float == dino.INT8_KEEP_FLOAT
+    assert "transformer/enc_out" in dino.INT8_KEEP_FLOAT and "bbox_embed" in dino.INT8_KEEP_FLOAT
+    ddetr = deformable_detr.ExperimentConfig().gen_trt_engine.tensorrt.int8_keep_float
+    assert ddetr == deformable_detr.INT8_KEEP_FLOAT == ["transformer/reference_points"]

@@ -179,3 +179,104 @@ def test_prepare_onnx_fp16_runs_in_ort():
     x = np.ones((1, 3, 16, 16), np.float32)
     out = ort.InferenceSession(m16.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     assert all(o.dtype == np.float32 for o in out)
+
+
+@pytest.fixture(scope="module")
+def resnet_path(tmp_path_factory):
+    from tao_deploy.testing import tiny_resnet
+
+    path = tmp_path_factory.mktemp("models") / "resnet.onnx"
+    onnx.save_model(tiny_resnet(), path)
+    return path
+
+
+def _ort_optimized(model, tmp_path) -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs (after its fusions)."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath)
+
+
+def test_cpu_int8_graph_folds_batchnorm_and_chains_the_backbone_in_uint8(resnet_path, tmp_path):
+    """The CPU form: frozen BatchNorms (Mul / Add) folded into the Convs, the residual Add and the
+    Relus in uint8 between them, int32 biases: ONNX Runtime runs the backbone as QLinearConv /
+    QLinearAdd with no float step between; the head's MatMuls and keep-float layers stay float."""
+    cal = Calibration(data=random_batches((4, 3, 16, 16), 4, seed=5), method="minmax", keep_float=("bbox_embed",))
+    info = build_engine(resnet_path, tmp_path / "m.engine", "int8", calibration=cal, max_batch=4,
+                        backend="onnxruntime")
+    form = info.metadata["int8_graph"]
+    assert form["name"] == "onnxruntime_cpu" and form["fold_constants"] and form["quantize_bias"]
+    assert set(form["chain_ops"]) == {"Relu", "Add", "MaxPool"} and not form["activation_symmetric"]
+    model = _payload_model(info.path)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Mul" not in ops  # every BatchNorm scale went into its Conv
+    producers = {o: n for n in model.graph.node for o in n.output}
+    residual = next(n for n in model.graph.node if n.name == "block/residual")
+    assert all(producers[i].op_type == "DequantizeLinear" for i in residual.input)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        bias = producers[conv.input[2]]
+        assert bias.op_type == "DequantizeLinear" and inits[bias.input[0]].dtype == np.int32
+    for name in ("head/proj/MatMul", "head/bbox_embed/MatMul"):
+        mm = next(n for n in model.graph.node if n.name == name)
+        assert all(i not in producers or producers[i].op_type != "DequantizeLinear" for i in mm.input)
+    run = [n.op_type for n in _ort_optimized(model, tmp_path).graph.node]
+    assert run.count("QLinearConv") == 3 and run.count("QLinearAdd") == 1
+    assert run.count("DequantizeLinear") == 1 and run.count("QuantizeLinear") == 1  # one Q/DQ at each end
+    sample = np.random.default_rng(9).random((2, 3, 16, 16), dtype=np.float32)
+    out = load_engine(info.path).run({"input": sample})["boxes"]
+    ref = _reference(resnet_path, {"input": sample})["boxes"]
+    assert np.abs(out - ref).max() < 0.03  # boxes in [0, 1]
+
+
+def test_tensorrt_int8_graph_keeps_its_form_and_shares_the_calibration_cache(resnet_path, tmp_path):
+    """The TensorRT form is not folded (TensorRT fuses BatchNorm itself) and has Q/DQ on the
+    inputs of Conv / MatMul only, float biases; it builds from the cache the CPU form wrote."""
+    cache = tmp_path / "cal.bin"
+    cal = Calibration(data=random_batches((4, 3, 16, 16), 4, seed=5), method="entropy", cache_file=cache)
+    build_engine(resnet_path, tmp_path / "cpu.engine", "int8", calibration=cal, max_batch=4, backend="onnxruntime")
+    info = build_engine(resnet_path, tmp_path / "trt.engine", "int8", calibration=Calibration(cache_file=cache),
+                        max_batch=4, backend="onnxruntime", int8_graph="tensorrt")
+    assert info.metadata["int8_graph"]["name"] == "tensorrt" and not info.metadata["int8_graph"]["fold_constants"]
+    model = _payload_model(info.path)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Mul") == 3 and ops.count("Relu") == 4  # 3 BatchNorms, 3 backbone Relus + the head's
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "MatMul"):
+            assert all(producers[i] == "DequantizeLinear" for i in n.input[:2])  # data and weight
+        if n.op_type == "Conv":  # no Q/DQ on Conv outputs: they feed the float BatchNorm
+            assert all(producers[i] != "DequantizeLinear" for i in n.input[2:])
+    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert not q_inputs & {o for n in model.graph.node if n.op_type == "Conv" for o in n.output}
+    assert not any(onnx.numpy_helper.to_array(i).dtype == np.int32 for i in model.graph.initializer)
+
+
+def test_cpu_int8_graph_from_a_cache_without_chain_tensors_keeps_those_nodes_float(resnet_path, tmp_path):
+    """A cache that lacks a chain tensor's range (one written for the TensorRT form by an older
+    build) still builds: the chain node without a range stays float instead of failing."""
+    from tao_deploy.engine import calibration as cal
+
+    model = onnx.load(resnet_path)
+    batches = [{"input": b} for b in random_batches((4, 3, 16, 16), 4, seed=5)]
+    amax = prec.compute_amax(model, _Reader(batches), "minmax")
+    del amax["res"]  # the residual Add's output
+    cache = tmp_path / "cal.bin"
+    cal.write_cache(cache, amax, "minmax")
+    info = build_engine(resnet_path, tmp_path / "m.engine", "int8", calibration=Calibration(cache_file=cache),
+                        max_batch=4, backend="onnxruntime")
+    built = _payload_model(info.path)
+    producers = {o: n.op_type for n in built.graph.node for o in n.output}
+    residual = next(n for n in built.graph.node if n.name == "block/residual")
+    assert "QuantizeLinear" not in {n.op_type for n in built.graph.node if residual.output[0] in n.input}
+    assert [n.op_type for n in built.graph.node].count("Conv") == 3
+    assert all(producers[n.input[0]] == "DequantizeLinear" for n in built.graph.node if n.op_type == "Conv")
+
+
+class _Reader:
+    def __init__(self, batches):
+        self.it = iter(batches)
+
+    def get_next(self):
+        return next(self.it, None)

@@ -259,24 +259,15 @@ class ExportConfig:
 
 # ----------------------------------------------------------------------------- gen_trt_engine
 
-# Kept in float in INT8 engines of DINO and Deformable DETR, chosen from a per-group sensitivity
-# sweep (tao-deploy README, "INT8 accuracy"): the layers that make the decoder's reference boxes.
-# INT8 there moves every box: DINO's two-stage proposal head (enc_output, enc_out_class_embed,
-# enc_out_bbox_embed: INT8 took the demo model from mAP 0.098 to 0.003), Deformable DETR's
-# reference_points, and the box-refinement MLPs (bbox_embed) of both. Each entry is `op:<OpType>`
-# or a regular expression searched in ONNX node names (they follow the PyTorch module paths); a
-# pattern that matches no node of a network does nothing there. They are a few small
-# per-query / per-token layers: the backbone and the encoder stay INT8.
-DETR_INT8_KEEP_FLOAT: List[str] = ["transformer/enc_out", "transformer/reference_points", "bbox_embed"]
-
-
 @dataclass
 class DetrTrtConfig(TrtConfig):
+    # Each network's spec re-declares the default with the set its sensitivity sweep measured
+    # (tao-deploy README, "INT8 accuracy"); a pattern matching no node of a graph does nothing.
     int8_keep_float: List[str] = spec_field(
-        list(DETR_INT8_KEEP_FLOAT),
+        [],
         "tao-oss extension: layers an INT8 engine keeps in float, as 'op:<OpType>' or regular expressions "
-        "searched in ONNX node names (default: the layers that make the decoder's reference boxes); [] "
-        "quantizes every Conv / MatMul / Gemm.",
+        "searched in ONNX node names (they follow the PyTorch module paths); [] quantizes every "
+        "Conv / MatMul / Gemm.",
     )
 
 

@@ -5,6 +5,7 @@ positional-embedding fields, its backbone list and the ViT-specific settings.
 """
 
 from dataclasses import dataclass
+from typing import List
 
 from tao_core.errors import SpecError
 from tao_core.spec.fields import spec_field
@@ -13,7 +14,9 @@ from tao_core.specs import rules
 from tao_core.specs.detr_common import (
     ConvertConfig,
     DetrExperimentConfig,
+    DetrGenTrtEngineConfig,
     DetrModelConfig,
+    DetrTrtConfig,
     OptimConfig,
     TrainConfig,
     check_convert_rules,
@@ -62,10 +65,29 @@ class DINOTrainConfig(TrainConfig):
     optim: DINOOptimConfig = redefault(TrainConfig, "optim", DINOOptimConfig)
 
 
+# Kept in float in DINO's INT8 engines, from the per-group sensitivity sweep (tao-deploy README,
+# "INT8 accuracy"): the layers that make the decoder's reference boxes. The two-stage proposal
+# head (enc_output, enc_out_class_embed, enc_out_bbox_embed) picks and places every query: in
+# INT8 it took the demo model from mAP 0.098 to 0.003; the box-refinement MLPs (bbox_embed) move
+# every box. A few small per-query / per-token layers: the backbone and the encoder stay INT8.
+INT8_KEEP_FLOAT = ["transformer/enc_out", "bbox_embed"]
+
+
+@dataclass
+class DINOTrtConfig(DetrTrtConfig):
+    int8_keep_float: List[str] = redefault(DetrTrtConfig, "int8_keep_float", list(INT8_KEEP_FLOAT))
+
+
+@dataclass
+class DINOGenTrtEngineConfig(DetrGenTrtEngineConfig):
+    tensorrt: DINOTrtConfig = redefault(DetrGenTrtEngineConfig, "tensorrt", DINOTrtConfig)
+
+
 @dataclass
 class ExperimentConfig(DetrExperimentConfig):
     model: DINOModelConfig = redefault(DetrExperimentConfig, "model", DINOModelConfig)
     train: DINOTrainConfig = redefault(DetrExperimentConfig, "train", DINOTrainConfig)
+    gen_trt_engine: DINOGenTrtEngineConfig = redefault(DetrExperimentConfig, "gen_trt_engine", DINOGenTrtEngineConfig)
 
 
 def check_rules(cfg, task: str) -> list:

@@ -256,6 +256,8 @@ def _apply_precision(model, precision, calibration, cache, keep_fp32_ops, keep_f
         specs = input_specs(model)
         reader = cal.make_data_reader(calibration.data, [s.name for s in specs], {s.name: s.dtype for s in specs})
         log.info("INT8: calibrating (%s)", calibration.method)
+        # Calibrated on the graph as exported: the CPU graph's folded tensors keep their names
+        # (precision.fold_constants), so one cache serves the TensorRT and the CPU graph.
         amax = prec.compute_amax(model, reader, calibration.method, calibration.percentile)
         if cache_path is not None:
             cal.write_cache(cache_path, amax, calibration.method)

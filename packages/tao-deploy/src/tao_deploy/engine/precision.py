@@ -8,7 +8,10 @@
   (`quantize_static`, QDQ format) from ranges that this module computes with onnxruntime's
   calibrators or reads from a TensorRT calibration cache. Settings follow what TensorRT wants
   from explicit quantization: symmetric INT8 activations and weights (zero point 0), weights
-  per output channel, biases left in float (TensorRT has no INT32 DequantizeLinear).
+  per output channel, biases left in float (TensorRT has no INT32 DequantizeLinear). For ONNX
+  Runtime on CPU the graph takes another form (`cpu_int8_graph`): constants folded first (a
+  frozen BatchNorm exported as Mul / Add goes into its Conv, as ONNX Runtime does for FP32), so
+  the backbone runs as a chain of integer ops with one Q/DQ at each end.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ FP16_KEEP_FP32_OPS = (
 # Everything else (GridSample, Softmax, Resize, elementwise...) stays float: quantizing it
 # buys little speed in TensorRT and costs accuracy (multi-scale deformable attention in particular).
 INT8_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops an INT8 graph may also run in integer arithmetic where they sit between quantized Convs
+# (a CNN backbone: residual Add, Relu, MaxPool), so no Q/DQ pair splits the chain; calibrated
+# too, so one calibration serves every graph form.
+INT8_CHAIN_OP_TYPES = ("Relu", "Add", "MaxPool")
 
 
 def normalize_precision(precision: str) -> str:
@@ -119,7 +126,8 @@ def compute_ranges(
 
     minmax observes every float tensor, so its calibration cache also serves TensorRT's
     implicit INT8 mode (DeepStream's int8-calib-file). The histogram methods (entropy,
-    percentile) observe the tensors around the INT8_OP_TYPES nodes, the ones Q/DQ needs: a
+    percentile) observe the tensors around the INT8_OP_TYPES and INT8_CHAIN_OP_TYPES nodes,
+    the ones Q/DQ of either graph form needs: a
     histogram needs a finite range, and detection graphs hold tensors that are infinite on
     purpose (DETR's masked encoder proposals). Non-finite ranges are dropped in every mode.
     """
@@ -140,7 +148,7 @@ def compute_ranges(
         onnx.save_model(_copy(model), src)
         calibrator = create_calibrator(
             src,
-            [] if method == "minmax" else list(INT8_OP_TYPES),  # [] = every float tensor
+            [] if method == "minmax" else [*INT8_OP_TYPES, *INT8_CHAIN_OP_TYPES],  # [] = every float tensor
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=methods[method],
             extra_options=extra,
@@ -214,6 +222,10 @@ class Int8Graph:
     inputs_only: bool = True  # Q/DQ on the inputs of quantized ops only (TensorRT), else also outputs
     op_types: tuple[str, ...] = INT8_OP_TYPES
     weights_only_matmul: bool = False  # quantize a MatMul only when its second input is a weight
+    fold_constants: bool = False  # fold constant Mul / Add (BatchNorm) into Convs first (fold_constants)
+    chain_ops: tuple[str, ...] = ()  # INT8_CHAIN_OP_TYPES quantized where they link quantized Convs
+    activation_symmetric: bool = True  # False: Relu outputs get [0, amax] (zero point 0), Relu fused away
+    quantize_bias: bool = False  # int32 biases: the bias add happens inside the integer Conv
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -234,16 +246,68 @@ def cpu_has_vnni() -> bool:
 def cpu_int8_graph() -> Int8Graph:
     """The INT8 graph for ONNX Runtime on CPU (measured on the demo DINO; see the package README).
 
-    QDQ with Conv outputs quantized too, so ORT fuses DQ -> Conv -> Q into QLinearConv (Q/DQ on
-    inputs only leaves float Convs fed by DQ: 0.64-0.69x FP32 speed); uint8 activations x int8
-    per-channel weights (ORT's fast x86 path; u8 x u8 was slower); 7-bit weights (reduce_range)
-    on CPUs without VNNI, whose AVX2 u8 x s8 instruction saturates at int16 (and ran faster);
-    Conv only: Conv is 75% of a DETR's CPU time (the backbone), its MatMuls 6%, and quantizing
-    them adds Q/DQ work and error for no measurable gain.
+    Constants folded first, so each frozen BatchNorm (Mul / Add after a Conv) is inside its Conv
+    and the backbone's Conv -> Add -> Relu -> MaxPool chain runs in uint8 from end to end
+    (QLinearConv / QLinearAdd with int32 biases, Relu fused into the Conv by giving its input the
+    Relu's [0, amax] range): unfolded, every Conv output went DQ -> Mul -> Add -> Relu -> Q in
+    float, two roundings per Conv instead of one. uint8 activations x int8 per-channel weights
+    (ORT's fast x86 path; u8 x u8 was slower); 7-bit weights (reduce_range) on CPUs without VNNI,
+    whose AVX2 u8 x s8 instruction saturates at int16. Conv only among INT8_OP_TYPES: Conv is
+    ~70% of a DETR's CPU time (the backbone), its MatMuls <5%, and quantizing them adds Q/DQ work
+    and error for no measurable gain.
     """
     return Int8Graph("onnxruntime_cpu", quant_format="QDQ", activation_type="uint8", weight_type="int8",
                      per_channel=True, reduce_range=not cpu_has_vnni(), inputs_only=False,
-                     op_types=("Conv",), weights_only_matmul=True)
+                     op_types=("Conv",), weights_only_matmul=True, fold_constants=True,
+                     chain_ops=INT8_CHAIN_OP_TYPES, activation_symmetric=False, quantize_bias=True)
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` after ONNX Runtime's basic (hardware-independent, standard-ops-only) graph
+    optimizations: constant folding, Conv + constant Mul / Add fusion (a frozen BatchNorm),
+    redundant node removal. Float tensors keep their names (a fused Conv outputs what its last
+    Add did), so calibration ranges of either graph apply to both. A graph ONNX Runtime cannot
+    load (TensorRT plugins) is returned as it is."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="tao-fold-") as tmp:
+        out = Path(tmp) / "folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(out)
+        opts.log_severity_level = 3
+        try:
+            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types; all mean "cannot run here"
+            log.info("constants not folded: onnxruntime cannot load the graph (%s)", str(e).splitlines()[0][:160])
+            return model
+        folded = onnx.load_model(out)
+    # ORT lists every domain it knows; keep the ones the graph uses (TensorRT's parser reads them)
+    used = {n.domain for n in folded.graph.node} | {""}
+    keep = [o for o in folded.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del folded.opset_import[:]
+    folded.opset_import.extend(keep)
+    return folded
+
+
+def conv_chain(model: onnx.ModelProto, chain_ops=INT8_CHAIN_OP_TYPES, exclude_nodes=()) -> set[str]:
+    """Names of the `chain_ops` nodes that link quantized Convs: every float input comes from a
+    Conv (not excluded) or from another such node. In a detector that is the backbone's residual
+    Adds, Relus and MaxPool; Adds of the transformer have other producers and stay float."""
+    consts = _constants(model)
+    excluded = set(exclude_nodes)
+    inside: set[str] = set()  # tensors produced inside the chain
+    names = set()
+    for n in model.graph.node:  # nodes are in topological order
+        if n.name in excluded:
+            continue
+        data = [i for i in n.input if i and i not in consts]
+        if n.op_type == "Conv" and data:
+            inside.update(n.output)
+        elif n.op_type in chain_ops and data and all(i in inside for i in data):
+            inside.update(n.output)
+            names.add(n.name)
+    return names
 
 
 def keep_float_nodes(model: onnx.ModelProto, patterns) -> tuple[str, ...]:
@@ -276,15 +340,23 @@ def insert_qdq(
 
     `amax` are symmetric ranges: what a TensorRT calibration cache holds, so an engine rebuilt
     from the cache is the engine calibrated from data, bit for bit (uint8 activations get zero
-    point 128).
+    point 128; with `graph.activation_symmetric` False, Relu outputs get [0, amax], zero point 0).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+    if graph.fold_constants:
+        model = fold_constants(model)
     exclude = list(exclude_nodes)
     if graph.weights_only_matmul:
         exclude += _activation_matmuls(model, exclude)
-    needed = _quantized_activations(model, op_types, exclude)
+    chain = conv_chain(model, graph.chain_ops, exclude) if graph.chain_ops else set()
+    if chain:  # a cache written for the TensorRT form alone may lack a chain tensor: that node stays float
+        chain = {n for n in chain if _quantized_activations(model, (), (), {n}) <= set(amax)}
+    only = None
+    if chain:  # the chain ops are quantized there only
+        only = sorted(chain | {n.name for n in model.graph.node if n.op_type in op_types and n.name not in exclude})
+    needed = _quantized_activations(model, op_types, exclude, chain)
     missing = sorted(needed - set(amax))
     if missing:
         raise TaoUserError(
@@ -292,12 +364,15 @@ def insert_qdq(
             f"{' ...' if len(missing) > 5 else ''}: the calibration cache was made for another model; "
             "delete it to recalibrate"
         )
+    relu_out = {o for n in model.graph.node if n.op_type == "Relu" for o in n.output}
+    lows = {k: (0.0 if not graph.activation_symmetric and k in relu_out else -a) for k, a in amax.items()}
     data = TensorsData(
         CalibrationMethod.MinMax,
-        {k: TensorData(lowest=np.float32(-a), highest=np.float32(a)) for k, a in amax.items()},
+        {k: TensorData(lowest=np.float32(lows[k]), highest=np.float32(a)) for k, a in amax.items()},
     )
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    extra = {"ActivationSymmetric": graph.activation_symmetric, "WeightSymmetric": True,
+             "QuantizeBias": graph.quantize_bias}
     if graph.inputs_only:
         # Q/DQ on inputs only, as TensorRT's explicit quantization expects: a Q/DQ on a Conv
         # output would round what float consumers (GridSample, Softmax, graph outputs) read.
@@ -318,30 +393,36 @@ def insert_qdq(
                 weight_type=qtype[graph.weight_type],
                 per_channel=graph.per_channel,
                 reduce_range=graph.reduce_range,
-                op_types_to_quantize=list(op_types),
+                op_types_to_quantize=[*op_types, *(graph.chain_ops if chain else ())],
+                nodes_to_quantize=only,
                 nodes_to_exclude=exclude,
                 extra_options=extra,
             )
         return onnx.load_model(out)
 
 
+def _constants(model: onnx.ModelProto) -> set[str]:
+    consts = {i.name for i in model.graph.initializer}
+    return consts | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+
 def _activation_matmuls(model: onnx.ModelProto, exclude) -> list[str]:
     """MatMul nodes whose both inputs are activations (attention's Q K^T and A V)."""
-    consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    consts = _constants(model)
     return [n.name for n in model.graph.node
             if n.op_type == "MatMul" and n.name not in exclude and not any(i in consts for i in n.input[:2])]
 
 
-def _quantized_activations(model: onnx.ModelProto, op_types, exclude_nodes) -> set[str]:
+def _quantized_activations(model: onnx.ModelProto, op_types, exclude_nodes, chain=frozenset()) -> set[str]:
     """Non-constant inputs of the nodes that will be quantized: the ranges insert_qdq needs."""
-    consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    consts = _constants(model)
     excluded = set(exclude_nodes)
     needed = set()
     for n in model.graph.node:
-        if n.op_type in op_types and n.name not in excluded:
+        if (n.op_type in op_types and n.name not in excluded) or n.name in chain:
             needed |= {i for i in n.input[:2] if i and i not in consts}
+            if n.name in chain:
+                needed |= {o for o in n.output}
     return needed
 
 
