@@ -171,13 +171,14 @@ def main() -> None:
     import torch
 
     from tao_core.data.coco import load_coco_sources
+    from tao_core.processing.detr import normalisation
     from tao_core.specs import get_spec
     from tao_deploy import Calibration, build_engine, load_engine
-    from tao_deploy.detr.detector import EngineDetector, normalisation
+    from tao_deploy.detr.detector import EngineDetector
     from tao_deploy.dino.cli import CLI as DEPLOY
     from tao_deploy.engine.engine_file import read_engine
     from tao_pytorch.common.checkpoint import load_model_weights, save_checkpoint
-    from tao_pytorch.detr.build import build_model
+    from tao_pytorch.detr.network import detr_network
     from tao_pytorch.dino.cli import CLI as MODEL
 
     logging.disable(logging.WARNING)  # the tasks' INFO/WARNING logs would drown the JSON
@@ -197,9 +198,9 @@ def main() -> None:
     ckpt = Path(args.checkpoint) if args.checkpoint else work / "random.pth"
     if not args.checkpoint:
         torch.manual_seed(0)
-        model = build_model("dino", cfg)
+        model = detr_network("dino").build_model(cfg)
         save_checkpoint({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    model = build_model("dino", cfg)
+    model = detr_network("dino").build_model(cfg)
     load_model_weights(model, str(ckpt), key=args.key) if args.key else load_model_weights(model, str(ckpt))
     model.eval()
 
@@ -243,7 +244,7 @@ def main() -> None:
     timings["setup_s"]["build_int8_trt_graph"] = round(time.perf_counter() - t, 2)
 
     # One fixed batch of real images, preprocessed by tao-core (the engines' and PyTorch's input).
-    mean, std = normalisation(cfg)
+    mean, std = normalisation(cfg.dataset.augmentation)
     index = load_coco_sources(cfg.dataset.val_data_sources, cfg.dataset.num_classes, check_images=False)
     from tao_core.data.images import load_image_rgb
 

@@ -149,7 +149,7 @@ def make_stop_callback(target: float, t0_ref: list, verbose: bool):
             }
             self.history.append(row)
             if verbose:
-                print(f"[{pl_module.network}] {json.dumps(row)}", file=sys.stderr, flush=True)
+                print(f"[{pl_module.network.name}] {json.dumps(row)}", file=sys.stderr, flush=True)
             if row["mAP50"] >= target and self.reached_at is None:
                 self.reached_at = row
                 trainer.should_stop = True
@@ -164,6 +164,7 @@ def run_one(network: str, args, workdir: Path) -> dict:
     from tao_core.cli.network import TaskContext
     from tao_core.results import StatusLogger
     from tao_core.specs import get_spec
+    from tao_pytorch.detr.network import detr_network
     from tao_pytorch.detr.trainer import run_training
 
     data = find_raccoon()
@@ -180,8 +181,8 @@ def run_one(network: str, args, workdir: Path) -> dict:
     load_before = os.getloadavg()[0]
     t0[0] = time.perf_counter()
     trainer = run_training(
-        network, cfg, ctx,
-        callbacks=[stop],  # replaces the checkpoint callback: nothing written but the status lines
+        detr_network(network), cfg, ctx,
+        callbacks=[stop],  # replaces the checkpoint and status-line callbacks: nothing written
         enable_checkpointing=False,
         logger=False,
         enable_progress_bar=False,

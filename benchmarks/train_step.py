@@ -160,6 +160,7 @@ def measure(args) -> dict:
 
     from tao_pytorch.detr.data.loader import build_dataloader
     from tao_pytorch.detr.lightning_module import DetrLightningModule
+    from tao_pytorch.detr.network import detr_network
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,7 +194,7 @@ def measure(args) -> dict:
     batch_size = int(batches[0][0].shape[0])
     shapes = sorted({tuple(b[0].shape[-2:]) for b in batches[args.warmup:]})
 
-    module = DetrLightningModule(args.network, cfg).to(device)
+    module = DetrLightningModule(detr_network(args.network), cfg).to(device)
     module.train()
     if args.msda_kernel != "auto":
         from tao_pytorch.detr.msda import MSDeformAttn

@@ -13,7 +13,7 @@ import yaml
 
 from tao_core.specs import get_spec
 from tao_pytorch.common.checkpoint import save_checkpoint
-from tao_pytorch.detr.build import build_model
+from tao_pytorch.detr.network import detr_network
 
 NUM_VAL = 6  # raccoon val images evaluated
 NUM_CAL = 8  # raccoon train images for INT8 calibration
@@ -110,7 +110,7 @@ class Pipeline:
         spec = write_spec(root / "base.yaml", data, root / "results")
         cfg = get_spec(network).load("evaluate", str(spec), [f"evaluate.checkpoint={ckpt}"])
         torch.manual_seed(seed)
-        model = build_model(network, cfg)
+        model = detr_network(network).build_model(cfg)
         save_checkpoint({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
         onnx_file = root / "model.onnx"
         assert model_cli.run("export", ["-e", str(spec), f"export.checkpoint={ckpt}",

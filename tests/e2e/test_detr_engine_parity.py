@@ -20,9 +20,9 @@ from tao_deploy import load_engine
 from tao_deploy.detr.detector import EngineDetector
 from tao_deploy.engine.calibration import read_cache
 from tao_pytorch.common.checkpoint import load_model_weights
-from tao_pytorch.detr.build import build_model
 from tao_pytorch.detr.data import build_dataloader
 from tao_pytorch.detr.data.dataset import with_mask_channel
+from tao_pytorch.detr.network import detr_network
 
 NETWORKS = ["dino", "deformable_detr"]
 FIGURES: dict = {}  # printed at the end of the session (pytest -s) for the report
@@ -43,7 +43,7 @@ def test_fp32_engine_outputs_equal_pytorch(network, pipelines):
     images, mask, targets = next(iter(loader))
     assert images.shape == (NUM_VAL, 3, *INPUT_HW) and not mask.any()
 
-    model = build_model(network, cfg)
+    model = detr_network(network).build_model(cfg)
     load_model_weights(model, str(p.checkpoint))
     with torch.no_grad():
         ref = model.eval()(with_mask_channel(images, mask))

@@ -2,40 +2,42 @@
 
 A plain module (not conftest.py) so test files can import it by a name no other tests folder uses."""
 
-from types import SimpleNamespace
-
 import torch
 
+from tao_core.specs.deformable_detr import DDETRModelConfig
+from tao_core.specs.dino import DINOModelConfig
+from tao_pytorch.detr.network import detr_network
+
 NUM_CLASSES = 5
+NETWORKS = {name: detr_network(name) for name in ("dino", "deformable_detr")}  # tests name networks; the code never does
 
 
-def tiny_cfg(**overrides):
-    cfg = dict(
-        backbone="resnet_18",
-        train_backbone=True,
-        hidden_dim=32,
-        nheads=4,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=64,
-        num_queries=12,
-        num_feature_levels=4,
-        return_interm_indices=[1, 2, 3, 4],
-        dropout_ratio=0.0,
-        with_box_refine=True,
-        two_stage=False,
-        aux_loss=True,
-        use_dn=True,
-        dn_number=4,
-        dn_box_noise_scale=1.0,
-        dn_label_noise_ratio=0.5,
-        pe_temperatureH=20,
-        pe_temperatureW=20,
-        fix_refpoints_hw=-1,
-        num_select=20,
-    )
-    cfg.update(overrides)
-    return SimpleNamespace(**cfg)
+# Small shapes for CPU tests; every other field is the spec schema's default (tao-core).
+_TINY = dict(
+    backbone="resnet_18",
+    hidden_dim=32,
+    nheads=4,
+    enc_layers=1,
+    dec_layers=2,
+    dim_feedforward=64,
+    num_queries=12,
+    num_select=20,
+    dropout_ratio=0.0,
+)
+
+
+def tiny_dino(**overrides) -> DINOModelConfig:
+    return DINOModelConfig(**{**_TINY, "dn_number": 4, **overrides})
+
+
+def tiny_ddetr(**overrides) -> DDETRModelConfig:
+    return DDETRModelConfig(**{**_TINY, **overrides})
+
+
+def build_model(network: str, cfg):
+    """The model of a full experiment spec, by the network's own builder (as DetrNetwork.build_model,
+    which some task tests replace to catch a model built too early)."""
+    return NETWORKS[network].model_builder(cfg.model, cfg.dataset.num_classes)
 
 
 def padded_batch():

@@ -1,11 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from tao_pytorch.detr.criterion import SetCriterion, build_weight_dict, sigmoid_focal_loss, total_loss
 from tao_pytorch.detr.matcher import HungarianMatcher
-from tao_pytorch.detr.postprocess import PostProcess, decode_topk
+from tao_pytorch.detr.postprocess import PostProcess
 
 LN2 = math.log(2.0)
 
@@ -103,9 +104,10 @@ def test_postprocess_topk_decode():
     logits[0, 1, 2] = 2.0  # best: query 1, class 2
     logits[0, 0, 1] = 1.0  # second: query 0, class 1
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.25, 0.5, 0.5, 1.0]]])
-    scores, labels, xyxy = decode_topk(logits, boxes, torch.tensor([[100, 200]]), num_select=2)
-    torch.testing.assert_close(scores[0], torch.sigmoid(torch.tensor([2.0, 1.0])))
-    assert labels[0].tolist() == [2, 1]
-    torch.testing.assert_close(xyxy[0], torch.tensor([[0.0, 0.0, 100.0, 100.0], [80.0, 30.0, 120.0, 70.0]]))
-    res = PostProcess(num_select=100)({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 200]]))
+    outputs = {"pred_logits": logits, "pred_boxes": boxes}
+    (det,) = PostProcess(num_select=2)(outputs, torch.tensor([[100, 200]]))
+    np.testing.assert_allclose(det["scores"], torch.sigmoid(torch.tensor([2.0, 1.0])).numpy(), rtol=1e-6)
+    assert det["labels"].tolist() == [2, 1]
+    np.testing.assert_allclose(det["boxes"], [[0.0, 0.0, 100.0, 100.0], [80.0, 30.0, 120.0, 70.0]], atol=1e-4)
+    res = PostProcess(num_select=100)(outputs, torch.tensor([[100, 200]]))
     assert res[0]["scores"].shape == (6,)  # capped at queries x classes

@@ -1,5 +1,5 @@
 import torch
-from model_helpers import NUM_CLASSES, padded_batch, tiny_cfg
+from model_helpers import NUM_CLASSES, padded_batch, tiny_dino
 
 from tao_pytorch.detr.box_ops import box_cxcywh_to_xyxy, inverse_sigmoid
 from tao_pytorch.dino.model import build_dino
@@ -69,7 +69,7 @@ def test_prepare_for_cdn_layout_and_noise():
 
 def test_matching_queries_do_not_see_dn_queries():
     """Different dn noise must not change the matching queries' predictions."""
-    model = build_dino(tiny_cfg(dn_number=3), NUM_CLASSES).train()
+    model = build_dino(tiny_dino(dn_number=3), NUM_CLASSES).train()
     x = padded_batch()
     torch.manual_seed(1)
     a = model(x, _targets())

@@ -2,7 +2,7 @@
 (and TAO's, after stripping the `model.model.` prefix) load by name."""
 
 import pytest
-from model_helpers import NUM_CLASSES, tiny_cfg
+from model_helpers import NUM_CLASSES, tiny_ddetr, tiny_dino
 
 from tao_pytorch.deformable_detr.model import build_deformable_detr
 from tao_pytorch.dino.model import build_dino
@@ -57,7 +57,7 @@ def _keys(model):
 
 
 def test_deformable_detr_box_refine_keys():
-    keys = _keys(build_deformable_detr(tiny_cfg(), NUM_CLASSES))
+    keys = _keys(build_deformable_detr(tiny_ddetr(), NUM_CLASSES))
     expected = (
         BACKBONE_KEYS
         + ENC_KEYS
@@ -84,7 +84,7 @@ def test_deformable_detr_box_refine_keys():
 
 
 def test_deformable_detr_two_stage_keys():
-    keys = _keys(build_deformable_detr(tiny_cfg(two_stage=True), NUM_CLASSES))
+    keys = _keys(build_deformable_detr(tiny_ddetr(), NUM_CLASSES, two_stage=True))
     for k in [
         "transformer.enc_output.weight",
         "transformer.enc_output_norm.weight",
@@ -97,18 +97,18 @@ def test_deformable_detr_two_stage_keys():
         assert k in keys
     assert "query_embed.weight" not in keys and "transformer.reference_points.weight" not in keys
     with pytest.raises(ValueError, match="with_box_refine"):
-        build_deformable_detr(tiny_cfg(two_stage=True, with_box_refine=False), NUM_CLASSES)
+        build_deformable_detr(tiny_ddetr(with_box_refine=False), NUM_CLASSES, two_stage=True)
 
 
 def test_deformable_detr_shared_heads_without_refine():
-    model = build_deformable_detr(tiny_cfg(with_box_refine=False), NUM_CLASSES)
+    model = build_deformable_detr(tiny_ddetr(with_box_refine=False), NUM_CLASSES)
     assert model.class_embed[0] is model.class_embed[1]
     assert "class_embed.1.weight" in _keys(model)  # listed per layer, as in the reference
     assert not any(k.startswith("transformer.decoder.bbox_embed") for k in _keys(model))
 
 
 def test_dino_keys_and_shapes():
-    model = build_dino(tiny_cfg(), NUM_CLASSES)
+    model = build_dino(tiny_dino(), NUM_CLASSES)
     state = model.state_dict()
     expected = (
         BACKBONE_KEYS
@@ -147,10 +147,10 @@ def test_dino_keys_and_shapes():
     # decoder heads shared across layers, encoder heads separate (TAO's DINO settings)
     assert model.class_embed[0] is model.class_embed[1] is model.transformer.decoder.class_embed[0]
     assert model.transformer.enc_out_class_embed is not model.class_embed[0]
-    assert "transformer.refpoint_embed.weight" in _keys(build_dino(tiny_cfg(two_stage_type="no"), NUM_CLASSES))
+    assert "transformer.refpoint_embed.weight" in _keys(build_dino(tiny_dino(), NUM_CLASSES, two_stage_type="no"))
 
 
 def test_state_dict_roundtrip_strict():
-    a = build_dino(tiny_cfg(), NUM_CLASSES)
-    b = build_dino(tiny_cfg(), NUM_CLASSES)
+    a = build_dino(tiny_dino(), NUM_CLASSES)
+    b = build_dino(tiny_dino(), NUM_CLASSES)
     b.load_state_dict(a.state_dict(), strict=True)

@@ -1,16 +1,16 @@
 import pytest
 import torch
-from model_helpers import NUM_CLASSES, tiny_cfg
+from model_helpers import NUM_CLASSES, tiny_ddetr, tiny_dino
 
 from tao_pytorch.deformable_detr.model import build_deformable_detr
 from tao_pytorch.detr import HungarianMatcher, SetCriterion, build_weight_dict, total_loss
 from tao_pytorch.dino.model import build_dino
 
 BUILDERS = {
-    "ddetr": lambda **kw: build_deformable_detr(tiny_cfg(**kw), NUM_CLASSES),
-    "ddetr_two_stage": lambda **kw: build_deformable_detr(tiny_cfg(two_stage=True, **kw), NUM_CLASSES),
-    "dino": lambda **kw: build_dino(tiny_cfg(**kw), NUM_CLASSES),
-    "dino_no_two_stage": lambda **kw: build_dino(tiny_cfg(two_stage_type="no", **kw), NUM_CLASSES),
+    "ddetr": lambda **kw: build_deformable_detr(tiny_ddetr(**kw), NUM_CLASSES),
+    "ddetr_two_stage": lambda **kw: build_deformable_detr(tiny_ddetr(**kw), NUM_CLASSES, two_stage=True),
+    "dino": lambda **kw: build_dino(tiny_dino(**kw), NUM_CLASSES),
+    "dino_no_two_stage": lambda **kw: build_dino(tiny_dino(**kw), NUM_CLASSES, two_stage_type="no"),
 }
 
 
@@ -59,7 +59,7 @@ def test_padded_pixels_do_not_change_outputs(name, batch):
 def test_padded_features_do_not_change_transformer_outputs():
     """Below the backbone: features at padded positions are invisible to the transformer."""
     torch.manual_seed(0)
-    model = build_dino(tiny_cfg(), NUM_CLASSES).eval()
+    model = build_dino(tiny_dino(), NUM_CLASSES).eval()
     tr = model.transformer
     shapes = [(8, 12), (4, 6), (2, 3), (1, 2)]
     srcs = [torch.randn(2, 32, h, w) for h, w in shapes]
@@ -78,29 +78,29 @@ def test_padded_features_do_not_change_transformer_outputs():
 
 
 def test_return_interm_indices_and_levels():
-    model = build_dino(tiny_cfg(num_feature_levels=1, return_interm_indices=[1]), NUM_CLASSES).eval()
+    model = build_dino(tiny_dino(num_feature_levels=1, return_interm_indices=[1]), NUM_CLASSES).eval()
     assert model.backbone.num_channels == [128]
     out = model(torch.randn(1, 3, 64, 64))
     assert out["pred_logits"].shape == (1, 12, NUM_CLASSES)
-    model = build_deformable_detr(tiny_cfg(num_feature_levels=5, return_interm_indices=[0, 1, 2, 3, 4]), NUM_CLASSES)
+    model = build_deformable_detr(tiny_ddetr(num_feature_levels=5, return_interm_indices=[0, 1, 2, 3, 4]), NUM_CLASSES)
     assert len(model.input_proj) == 5 and model.backbone.strides == [4, 8, 16, 32]
     assert model.input_proj[4][0].stride == (2, 2)
     with pytest.raises(ValueError, match="num_feature_levels"):
-        build_dino(tiny_cfg(num_feature_levels=3), NUM_CLASSES)
+        build_dino(tiny_dino(num_feature_levels=3), NUM_CLASSES)
     with pytest.raises(ValueError, match="num_queries=12 encoder tokens"):
-        build_dino(tiny_cfg(num_feature_levels=1, return_interm_indices=[3]), NUM_CLASSES)(torch.randn(1, 3, 64, 64))
+        build_dino(tiny_dino(num_feature_levels=1, return_interm_indices=[3]), NUM_CLASSES)(torch.randn(1, 3, 64, 64))
     with pytest.raises(NotImplementedError, match="fan_small"):
-        build_dino(tiny_cfg(backbone="fan_small"), NUM_CLASSES)
+        build_dino(tiny_dino(backbone="fan_small"), NUM_CLASSES)
 
 
 def test_eval_mode_has_no_denoising(batch, targets):
-    model = build_dino(tiny_cfg(), NUM_CLASSES).eval()
+    model = build_dino(tiny_dino(), NUM_CLASSES).eval()
     out = model(batch, targets)
     assert out["dn_meta"] is None and out["pred_logits"].shape[1] == 12
 
 
 def test_fix_refpoints_hw_variants():
     for value in (-2, 0.1):
-        model = build_dino(tiny_cfg(two_stage_type="no", fix_refpoints_hw=value), NUM_CLASSES).eval()
+        model = build_dino(tiny_dino(fix_refpoints_hw=value), NUM_CLASSES, two_stage_type="no").eval()
         out = model(torch.randn(1, 3, 64, 96))  # tiny hidden_dim=32: GroupNorm(32) needs > 1 pixel per level
         assert out["pred_boxes"].shape == (1, 12, 4)

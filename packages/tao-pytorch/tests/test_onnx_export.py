@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from model_helpers import NUM_CLASSES, tiny_cfg
+from model_helpers import NUM_CLASSES, tiny_ddetr, tiny_dino
 
 from tao_pytorch.deformable_detr.model import build_deformable_detr
 from tao_pytorch.detr.export import INPUT_NAMES, OUTPUT_NAMES, DetrExportWrapper
@@ -19,8 +19,8 @@ ort = pytest.importorskip("onnxruntime")
 SMALL = dict(dec_layers=1, num_feature_levels=2, return_interm_indices=[2, 3])
 
 MODELS = {
-    "dino": lambda: build_dino(tiny_cfg(aux_loss=False, **SMALL), NUM_CLASSES),
-    "ddetr": lambda: build_deformable_detr(tiny_cfg(aux_loss=False, **SMALL), NUM_CLASSES),
+    "dino": lambda: build_dino(tiny_dino(aux_loss=False, **SMALL), NUM_CLASSES),
+    "ddetr": lambda: build_deformable_detr(tiny_ddetr(aux_loss=False, **SMALL), NUM_CLASSES),
 }
 
 

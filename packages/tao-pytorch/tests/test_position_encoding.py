@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from model_helpers import NUM_CLASSES, tiny_cfg
+from model_helpers import NUM_CLASSES, tiny_ddetr, tiny_dino
 
 from tao_pytorch.deformable_detr.model import build_deformable_detr
 from tao_pytorch.detr.position_encoding import PositionEmbeddingSine
@@ -84,8 +84,8 @@ def test_each_network_builds_its_reference_convention():
     """The models' own position embedding (hidden_dim 32 -> 16 features per axis): channels 0, 1 are
     sin / cos of the y coordinate, channels 16, 17 of x (divisor 1 for the first pair)."""
     mask = MASK
-    for build, offset in ((build_dino, 0.0), (build_deformable_detr, 0.5)):
-        pos = build(tiny_cfg(), NUM_CLASSES).backbone[1](mask)
+    for build, cfg, offset in ((build_dino, tiny_dino(), 0.0), (build_deformable_detr, tiny_ddetr(), 0.5)):
+        pos = build(cfg, NUM_CLASSES).backbone[1](mask)
         for r, c in VALID:
             y, x = COORDS[offset]["y"][r], COORDS[offset]["x"][c]
             got = pos[0, [0, 1, 16, 17], r, c]

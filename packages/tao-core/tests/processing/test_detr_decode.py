@@ -114,3 +114,26 @@ def test_box_format_round_trip():
     rng = np.random.default_rng(2)
     b = rng.uniform(size=(10, 4))
     np.testing.assert_allclose(detr.xyxy_to_cxcywh(detr.cxcywh_to_xyxy(b)), b, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_topk_sigmoid_equals_the_full_sigmoid_then_topk(dtype):
+    """The decode scores only candidate logits; the result must be the full computation's, ties
+    included (saturated scores of 1.0, repeated values, rounded logits)."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, k = int(rng.integers(1, 3000)), int(rng.integers(1, 400))
+        x = (rng.standard_normal(n) * [0.1, 3, 30, 100][trial % 4]).astype(dtype)
+        if trial % 3 == 0:
+            x = np.round(x)  # many exact ties
+        if trial % 5 == 0:
+            x[: n // 2] = x[0]
+        idx, scores = detr.topk_sigmoid(x, k)
+        full = detr.sigmoid(x)
+        np.testing.assert_array_equal(idx, detr.topk_desc(full, k))
+        np.testing.assert_array_equal(scores, full[idx])
+
+
+def test_normalisation_is_the_spec_or_imagenet():
+    assert detr.normalisation({}) == (list(detr.IMAGENET_MEAN), list(detr.IMAGENET_STD))
+    assert detr.normalisation({"input_mean": [0.5], "input_std": [0.25]}) == ([0.5], [0.25])

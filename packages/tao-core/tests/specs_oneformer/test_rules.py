@@ -4,7 +4,7 @@ import pytest
 from omegaconf.errors import ReadonlyConfigError
 
 from tao_core.errors import SpecErrors
-from tao_core.specs.oneformer import SPEC, epoch_checkpoint_name, resume_checkpoint
+from tao_core.specs.oneformer import SPEC
 from tao_core.specs.oneformer_dataset import split_format
 
 from ._util import errors_of, load, paths_of
@@ -236,21 +236,6 @@ def test_gen_trt_engine_batch_order():
     assert paths_of("gen_trt_engine", "gen_trt_engine.tensorrt.min_batch_size=4") == [
         "gen_trt_engine.tensorrt.opt_batch_size"
     ]
-
-
-# ----------------------------------------------------------------------------- checkpointing and resume
-
-
-def test_checkpoint_names():
-    assert epoch_checkpoint_name(3) == "model_epoch_003.pth"
-
-
-def test_resume_prefers_explicit_path_then_latest():
-    train = load("train", "results_dir=/r").train
-    assert resume_checkpoint(train, exists=lambda p: False) is None
-    assert resume_checkpoint(train, exists=lambda p: True) == "/r/train/oneformer_model_latest.pth"
-    train = load("train", "train.resume_training_checkpoint_path=/x.pth").train
-    assert resume_checkpoint(train, exists=lambda p: True) == "/x.pth"
 
 
 def test_loaded_config_is_frozen():

@@ -43,8 +43,6 @@ _COMMON = dict(
 MODEL_CFG = {
     "dino": dict(
         _COMMON,
-        two_stage_type="standard",
-        embed_init_tgt=True,
         use_dn=True,
         dn_number=4,
         dn_box_noise_scale=1.0,
@@ -54,19 +52,26 @@ MODEL_CFG = {
         interm_loss_coef=1.0,
         no_interm_box_loss=False,
     ),
-    "deformable_detr": dict(_COMMON, with_box_refine=True, two_stage=False),
+    "deformable_detr": dict(_COMMON, with_box_refine=True),
 }
+# DINO is built with its builder's two_stage_type "standard" and embed_init_tgt True, Deformable DETR
+# without two-stage (TAO's fixed choices); every field not listed above is the spec schema's default.
 
 
-class Cfg(SimpleNamespace):
-    """Attribute access plus .get, like tao-core's spec objects."""
+def experiment_cfg(network: str) -> SimpleNamespace:
+    """The experiment spec of a case: tao-core's model section of the network, num_classes."""
+    from tao_core.specs.deformable_detr import DDETRModelConfig
+    from tao_core.specs.dino import DINOModelConfig
 
-    def get(self, key, default=None):
-        return getattr(self, key, default)
+    schema = {"dino": DINOModelConfig, "deformable_detr": DDETRModelConfig}[network]
+    return SimpleNamespace(model=schema(**MODEL_CFG[network]), dataset=SimpleNamespace(num_classes=NUM_CLASSES))
 
 
-def experiment_cfg(network: str) -> Cfg:
-    return Cfg(model=Cfg(**MODEL_CFG[network]), dataset=Cfg(num_classes=NUM_CLASSES))
+def network_of(name: str):
+    """The network's DetrNetwork: its model, criterion and post-processing builders."""
+    from tao_pytorch.detr.network import detr_network
+
+    return detr_network(name)
 
 
 def _draw(key: str, shape) -> torch.Tensor:
@@ -105,9 +110,7 @@ def weights_from_layout(layout) -> "OrderedDict[str, torch.Tensor]":
 def build(network: str, layout=None) -> torch.nn.Module:
     """The network with the deterministic weights of `layout` (default: the model's own keys),
     loaded with strict=True, so a renamed or reshaped key fails."""
-    from tao_pytorch.detr.build import build_model
-
-    model = build_model(network, experiment_cfg(network))
+    model = network_of(network).build_model(experiment_cfg(network))
     model.load_state_dict(weights_from_layout(layout or layout_of(model)), strict=True)
     return model
 
@@ -143,9 +146,7 @@ def named_outputs(network: str, model: torch.nn.Module) -> "OrderedDict[str, tor
     """Every tensor the fixture pins: inference outputs (final, per decoder layer, DINO's encoder
     proposals) and, for DINO, one seeded training step (denoising queries included); for both,
     the weighted loss terms of a training step."""
-    from tao_pytorch.detr.build import build_criterion
-
-    crit = build_criterion(network, experiment_cfg(network))
+    crit = network_of(network).build_criterion(experiment_cfg(network))
     x = padded_input()
     res = OrderedDict()
     model.eval()

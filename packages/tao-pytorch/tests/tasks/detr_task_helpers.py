@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from model_helpers import build_model
 from PIL import Image
 
 from tao_core.specs import get_spec
 from tao_core.testing import find_dataset
 from tao_pytorch.common.checkpoint import save_checkpoint
-from tao_pytorch.detr.build import build_model
 
 NETWORKS = ("dino", "deformable_detr")
 NUM_IMAGES = 4

@@ -11,11 +11,11 @@ import pytest
 import torch
 from detr_task_helpers import kitti_folder, make_checkpoint, status_lines
 
-import tao_pytorch.detr.tasks.common as task_common
 from tao_core.errors import TaoUserError
 from tao_pytorch.deformable_detr.cli import CLI as DDETR_CLI
 from tao_pytorch.detr.msda import ms_deform_attn_core
 from tao_pytorch.detr.msda_trt import ms_deform_attn_trt_plugin
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.dino.cli import CLI as DINO_CLI
 
 TASKS = ["convert", "train", "evaluate", "inference", "export"]
@@ -61,7 +61,7 @@ def no_model_build(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was built before the bad input was reported")
 
-    monkeypatch.setattr(task_common, "build_model", forbidden)
+    monkeypatch.setattr(DetrNetwork, "build_model", forbidden)
 
 
 @pytest.mark.parametrize("task", ["evaluate", "inference", "export"])
@@ -78,14 +78,14 @@ def test_encrypted_checkpoint_needs_the_right_key(spec, tmp_path, monkeypatch):
     spec_file, _ = spec("dino")
     locked = make_checkpoint("dino", spec_file, tmp_path / "locked.pth", key="right")
     spec_file, results = spec("dino", checkpoint=locked)
-    real_build = task_common.build_model
-    monkeypatch.setattr(task_common, "build_model", lambda *a: pytest.fail("model built before the key check"))
+    real_build = DetrNetwork.build_model
+    monkeypatch.setattr(DetrNetwork, "build_model", lambda *a: pytest.fail("model built before the key check"))
     with pytest.raises(TaoUserError, match="encrypted: pass its key"):
         DINO_CLI.run("evaluate", ["-e", str(spec_file)])
     with pytest.raises(TaoUserError, match="wrong key"):
         DINO_CLI.run("evaluate", ["-e", str(spec_file), "-k", "wrong"])
     assert not (results / "evaluate" / "results.json").exists()
-    monkeypatch.setattr(task_common, "build_model", real_build)
+    monkeypatch.setattr(DetrNetwork, "build_model", real_build)
     assert DINO_CLI.run("evaluate", ["-e", str(spec_file), "-k", "right"]) == 0
     assert (results / "evaluate" / "results.json").exists()
 

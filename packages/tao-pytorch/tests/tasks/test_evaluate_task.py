@@ -10,19 +10,19 @@ import pytest
 import torch
 from detr_task_helpers import status_lines
 
-import tao_pytorch.detr.tasks.common as task_common
 from tao_core.metrics.coco import evaluate as coco_evaluate
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.dino.cli import CLI as DINO_CLI
 
 
 def _oracle(gt_json: str):
-    """build_model replacement whose forward returns the ground truth of each image in loader order."""
+    """DetrNetwork.build_model replacement whose forward returns the ground truth of each image in loader order."""
     gt = json.loads(open(gt_json).read())
     per_image = [(im, [a for a in gt["annotations"] if a["image_id"] == im["id"]]) for im in gt["images"]]
-    real_build = task_common.build_model
+    real_build = DetrNetwork.build_model
 
     def build(network, cfg):
-        model = real_build(network, cfg)
+        model = real_build(network, cfg)  # network: the DetrNetwork (the method's self)
         queue = list(per_image)
         nq, nc = cfg.model.num_queries, cfg.dataset.num_classes
 
@@ -45,7 +45,7 @@ def _oracle(gt_json: str):
 
 
 def test_oracle_model_scores_map_one(spec, task_data, monkeypatch):
-    monkeypatch.setattr(task_common, "build_model", _oracle(task_data["json_file"]))
+    monkeypatch.setattr(DetrNetwork, "build_model", _oracle(task_data["json_file"]))
     spec_file, results = spec("dino")
     assert DINO_CLI.run("evaluate", ["-e", str(spec_file)]) == 0
     out = results / "evaluate"

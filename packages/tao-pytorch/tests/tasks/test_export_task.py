@@ -8,13 +8,13 @@ import pytest
 import torch
 import yaml
 from detr_task_helpers import EXPORT_HW, status_lines
+from model_helpers import build_model
 
 from tao_core.errors import TaoUserError
 from tao_core.etlt import read_etlt
 from tao_core.specs import get_spec
 from tao_pytorch.common.checkpoint import load_model_weights
 from tao_pytorch.deformable_detr.cli import CLI as DDETR_CLI
-from tao_pytorch.detr.build import build_model
 from tao_pytorch.detr.export import DetrExportWrapper
 from tao_pytorch.detr.msda import MSDeformAttn
 from tao_pytorch.dino.cli import CLI as DINO_CLI

@@ -11,4 +11,4 @@ def test_readme_python_blocks_run(capsys):
     assert len(blocks) >= 2
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {i}", "exec"), {})
-    assert "torch.Size([20, 4]) (20, 4)" in capsys.readouterr().out
+    assert "torch.Size([20, 4]) (20, 4) True" in capsys.readouterr().out

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import build_model
 from train_helpers import NUM_TRAIN, load_cfg, status_lines, write_spec
 
 from tao_core.processing.detr import to_coco_results
 from tao_pytorch.common.checkpoint import load_checkpoint, load_model_weights
-from tao_pytorch.detr.build import build_model, build_postprocess
 from tao_pytorch.detr.data import build_dataloader
 from tao_pytorch.detr.data.dataset import with_mask_channel
 from tao_pytorch.detr.lightning_module import coco_map
+from tao_pytorch.detr.postprocess import build_postprocess
 from tao_pytorch.detr.trainer import val_ground_truth
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +34,7 @@ def evaluate_checkpoint(cfg, path) -> dict:
         for images, mask, targets in loader:
             decoded = post(model(with_mask_channel(images, mask)), torch.stack([t["orig_size"] for t in targets]))
             for det, t in zip(decoded, targets, strict=True):
-                dets += to_coco_results([{k: v.numpy() for k, v in det.items()}], [int(t["image_id"][0])])
+                dets += to_coco_results([det], [int(t["image_id"][0])])
     return coco_map(val_ground_truth(loader.dataset), dets)
 
 

@@ -11,16 +11,18 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from model_helpers import NETWORKS as NETWORK_OF
+from model_helpers import build_model
 from train_helpers import load_cfg, make_ctx, write_spec
 
 from tao_core.errors import TaoUserError
+from tao_core.results.checkpoints import resolve_resume
+from tao_pytorch.common import training
 from tao_pytorch.common.checkpoint import load_checkpoint
-from tao_pytorch.detr import trainer as trainer_mod
-from tao_pytorch.detr.build import build_model
 from tao_pytorch.detr.data import build_dataloader
 from tao_pytorch.detr.lightning_module import DetrLightningModule
 from tao_pytorch.detr.optim import LINEAR_PROJ_NAMES, enable_activation_checkpointing
-from tao_pytorch.detr.trainer import resolve_resume, run_training
+from tao_pytorch.detr.trainer import run_training
 
 NETWORKS = ["dino", "deformable_detr"]
 QUICK = {"limit_train_batches": 1, "limit_val_batches": 1}  # trainer overrides: one step, one val batch
@@ -36,7 +38,7 @@ def test_param_groups_learning_rates(tmp_path, sources, network):
     cfg = _cfg(tmp_path, sources, network, ["model.train_backbone=true", "train.optim.lr=0.001",
                                             "train.optim.lr_backbone=0.0001", "train.optim.lr_linear_proj_mult=0.5",
                                             "train.optim.weight_decay=0.01", "train.freeze=[input_proj]"])
-    module = DetrLightningModule(network, cfg)
+    module = DetrLightningModule(NETWORK_OF[network], cfg)
     opt = module.configure_optimizers()["optimizer"]
     assert isinstance(opt, torch.optim.AdamW)
     groups = {g["name"]: g for g in opt.param_groups}
@@ -55,7 +57,7 @@ def test_param_groups_learning_rates(tmp_path, sources, network):
 
 def test_sgd_optimizer(tmp_path, sources):
     cfg = _cfg(tmp_path, sources, overrides=["train.optim.optimizer=SGD", "train.optim.momentum=0.8"])
-    opt = DetrLightningModule("dino", cfg).configure_optimizers()["optimizer"]
+    opt = DetrLightningModule(NETWORK_OF["dino"], cfg).configure_optimizers()["optimizer"]
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.8
 
 
@@ -79,7 +81,7 @@ def test_lr_schedule_by_epoch(tmp_path, sources, schedule, expected):
     trainer = pl.Trainer(accelerator="cpu", max_epochs=len(expected), limit_train_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[recorder])
-    trainer.fit(DetrLightningModule("dino", cfg), train_dataloaders=loader)
+    trainer.fit(DetrLightningModule(NETWORK_OF["dino"], cfg), train_dataloaders=loader)
     assert [e["main"] for e in recorder.lrs] == pytest.approx([0.01 * f for f in expected])
     assert [e["linear_proj"] for e in recorder.lrs] == pytest.approx([0.001 * f for f in expected])
 
@@ -87,7 +89,7 @@ def test_lr_schedule_by_epoch(tmp_path, sources, schedule, expected):
 def test_unknown_freeze_path_fails_before_training(tmp_path, sources):
     cfg = _cfg(tmp_path, sources, overrides=["train.freeze=[backbone,transformer.encodr]"])
     with pytest.raises(TaoUserError, match=r"train.freeze.*transformer\.encodr"):
-        run_training("dino", cfg, make_ctx("dino", tmp_path / "results"))
+        run_training(NETWORK_OF["dino"], cfg, make_ctx("dino", tmp_path / "results"))
     assert not (tmp_path / "results" / "train" / "lightning_logs").exists()
 
 
@@ -100,7 +102,7 @@ def test_category_id_beyond_num_classes_fails_before_any_step(tmp_path, sources)
     bad_sources = {"train": {**sources["train"], "json_file": str(bad)}, "val": sources["val"]}
     cfg = _cfg(tmp_path, bad_sources)  # num_classes 2: ids must be < 2
     with pytest.raises(TaoUserError, match=r"dataset.num_classes=3"):
-        run_training("dino", cfg, make_ctx("dino", tmp_path / "results"))
+        run_training(NETWORK_OF["dino"], cfg, make_ctx("dino", tmp_path / "results"))
     assert not list((tmp_path / "results" / "train").glob("*.pth"))
     assert not (tmp_path / "results" / "train" / "lightning_logs").exists()
 
@@ -109,7 +111,7 @@ def test_pretrained_model_with_other_num_classes(dino_run, tmp_path, sources, ca
     pretrained = dino_run / "train" / "dino_model_latest.pth"
     cfg = _cfg(tmp_path, sources, num_classes=3, train={"pretrained_model_path": str(pretrained)})
     with caplog.at_level(logging.WARNING):
-        run_training("dino", cfg, make_ctx("dino", tmp_path / "results"), **QUICK)
+        run_training(NETWORK_OF["dino"], cfg, make_ctx("dino", tmp_path / "results"), **QUICK)
     skipped = [r.getMessage() for r in caplog.records if "shape differs" in r.getMessage()]
     assert skipped and "class_embed" in skipped[0] and "label_enc" in skipped[0]
 
@@ -129,7 +131,7 @@ def test_activation_checkpointing_same_gradients(tmp_path, sources, network):
     grads = []
     for checkpointed in (False, True):
         torch.manual_seed(0)
-        module = DetrLightningModule(network, cfg, model=build_model(network, cfg))
+        module = DetrLightningModule(NETWORK_OF[network], cfg, model=build_model(network, cfg))
         keys = list(module.state_dict())
         if checkpointed:
             assert enable_activation_checkpointing(module.model) == 3  # 1 encoder + 2 decoder layers
@@ -147,19 +149,18 @@ def test_activation_checkpointing_same_gradients(tmp_path, sources, network):
 def test_fp16_on_cpu_trains_in_fp32(caplog):
     train = SimpleNamespace(precision="fp16", num_gpus=1, gpu_ids=[0])
     with caplog.at_level(logging.WARNING):
-        assert trainer_mod._accelerator_and_devices(train) == ("cpu", 1, "32-true")
+        assert training.accelerator_and_devices(train) == ("cpu", 1, "32-true")
     assert "fp32" in caplog.text
 
 
 def test_dangling_latest_link_is_an_error(tmp_path):
-    cfg = SimpleNamespace(train=SimpleNamespace(resume_training_checkpoint_path=None))
+    """Each network resumes from its own TAO-named latest file (dd_model_latest.pth for Deformable DETR)."""
     os.symlink("model_epoch_004_step_00010.pth", tmp_path / "dd_model_latest.pth")
     with pytest.raises(TaoUserError, match="no longer exists"):
-        resolve_resume("deformable_detr", cfg, str(tmp_path))
-    assert resolve_resume("dino", cfg, str(tmp_path)) is None
-    cfg.train.resume_training_checkpoint_path = str(tmp_path / "missing.pth")
+        resolve_resume(None, str(tmp_path), NETWORK_OF["deformable_detr"].checkpoint_prefix)
+    assert resolve_resume(None, str(tmp_path), NETWORK_OF["dino"].checkpoint_prefix) is None
     with pytest.raises(TaoUserError, match="does not exist"):
-        resolve_resume("dino", cfg, str(tmp_path))
+        resolve_resume(str(tmp_path / "missing.pth"), str(tmp_path), NETWORK_OF["dino"].checkpoint_prefix)
 
 
 def test_ddp_sharded_maps_to_fsdp_on_gpu_and_zero_on_cpu():
@@ -167,11 +168,9 @@ def test_ddp_sharded_maps_to_fsdp_on_gpu_and_zero_on_cpu():
 
     from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
-    from tao_pytorch.detr.trainer import _strategy
-
     sharded = SimpleNamespace(distributed_strategy="ddp_sharded")
-    gpu = _strategy(sharded, "gpu", 2)
+    gpu = training.training_strategy(sharded, "gpu", 2)
     assert isinstance(gpu, FSDPStrategy)
-    cpu = _strategy(sharded, "cpu", 2)
+    cpu = training.training_strategy(sharded, "cpu", 2)
     assert isinstance(cpu, DDPStrategy) and not isinstance(cpu, FSDPStrategy)
-    assert _strategy(sharded, "cpu", 1) == "auto"
+    assert training.training_strategy(sharded, "cpu", 1) == "auto"

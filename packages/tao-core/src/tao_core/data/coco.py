@@ -39,6 +39,7 @@ import numpy as np
 from tao_core.data.images import decode_check, image_size, truncation_warning
 from tao_core.data.serialized import SerializedList
 from tao_core.errors import TaoUserError
+from tao_core.spec.access import spec_get
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,13 @@ def _few(values: Sequence, n: int = _SHOW) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
 
 
-def _get(src: Any, key: str) -> Any:
-    return src.get(key) if isinstance(src, dict) else getattr(src, key, None)
-
-
 def _expand_sources(sources: Any) -> list[tuple[str, str]]:
     """[(image_dir, json_file)]; a single dict is accepted, and a json_file glob expands (shards)."""
     if isinstance(sources, dict) or not isinstance(sources, Sequence):
         sources = [sources]
     out = []
     for i, src in enumerate(sources):
-        image_dir, json_file = _get(src, "image_dir"), _get(src, "json_file")
+        image_dir, json_file = spec_get(src, "image_dir"), spec_get(src, "json_file")
         if not image_dir or not json_file:
             raise TaoUserError(f"data source {i}: needs both image_dir and json_file, got {src!r}")
         if glob.has_magic(str(json_file)):

@@ -54,6 +54,7 @@ from tao_core.data.kitti import (
 )
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_text
+from tao_core.spec.access import spec_get, spec_get_default
 
 DEFAULT_TARGET_CLASS_MAPPING: dict[str, str] = {
     "Person": "person",
@@ -99,16 +100,18 @@ class ConvertSummary:
 
 def convert(cfg) -> ConvertSummary:
     """Run the convert task from a spec-like object (attributes as in the module docstring)."""
+    from tao_core.specs.detr_common import ConvertConfig  # the schema's defaults for a partial cfg
+
     return kitti_to_coco_shards(
         input_source=cfg.input_source,
         results_dir=cfg.results_dir,
         image_dir_name=cfg.image_dir_name,
         label_dir_name=cfg.label_dir_name,
-        num_shards=getattr(cfg, "num_shards", 32),
-        num_partitions=getattr(cfg, "num_partitions", 1),
-        mapping_path=getattr(cfg, "mapping_path", None),
-        data_root=getattr(cfg, "data_root", None),
-        image_extension=getattr(cfg, "image_extension", None),
+        num_shards=spec_get_default(cfg, "num_shards", ConvertConfig),
+        num_partitions=spec_get_default(cfg, "num_partitions", ConvertConfig),
+        mapping_path=spec_get(cfg, "mapping_path"),
+        data_root=spec_get(cfg, "data_root"),
+        image_extension=spec_get(cfg, "image_extension"),  # unset: every IMAGE_EXTENSIONS file
     )
 
 

@@ -8,7 +8,6 @@ cross-field rules (num_gpus vs gpu_ids, task inputs, dataset formats, model shap
 oneformer_rules.py.
 """
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,9 +18,6 @@ from tao_core.specs.oneformer_dataset import DatasetConfig
 from tao_core.specs.oneformer_model import ModelConfig
 from tao_core.specs.oneformer_rules import check_rules
 from tao_core.specs.oneformer_tasks import EvaluateConfig, ExportConfig, InferenceConfig, TrainConfig
-
-# Checkpoint names of seed 004 ("Checkpointing and Resuming Training").
-LATEST_CHECKPOINT = "oneformer_model_latest.pth"
 
 
 @dataclass
@@ -40,19 +36,6 @@ class ExperimentConfig:
 TASKS = ("train", "evaluate", "inference", "export", "gen_trt_engine")
 SPEC = YamlSpec("oneformer", {task: ExperimentConfig for task in TASKS}, rules=check_rules)
 
-
-def epoch_checkpoint_name(epoch: int) -> str:
-    """`model_epoch_<epoch_num>.pth`, saved every train.checkpoint_interval epochs."""
-    return f"model_epoch_{epoch:03d}.pth"
-
-
-def resume_checkpoint(train, exists=os.path.isfile) -> Optional[str]:
-    """The checkpoint training resumes from, or None for a fresh start.
-
-    Seed 004: training resumes from oneformer_model_latest.pth when it exists in
-    train.results_dir; train.resume_training_checkpoint_path supersedes it when provided.
-    """
-    if train.resume_training_checkpoint_path:
-        return train.resume_training_checkpoint_path
-    latest = os.path.join(train.results_dir, LATEST_CHECKPOINT)
-    return latest if exists(latest) else None
+# Checkpoints and resume (seed 004, "Checkpointing and Resuming Training": oneformer_model_latest.pth,
+# superseded by train.resume_training_checkpoint_path) follow the rule every network shares:
+# tao_core.results.checkpoints, with the prefix "oneformer".

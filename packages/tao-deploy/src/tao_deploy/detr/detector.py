@@ -19,20 +19,12 @@ import numpy as np
 from tao_core.data.images import load_image_rgb
 from tao_core.errors import SpecError, TaoUserError
 from tao_core.io.paths import require_file
-from tao_core.processing.detr import IMAGENET_MEAN, IMAGENET_STD, decode_topk, preprocess_batch, preprocess_image
+from tao_core.processing.detr import decode_topk, preprocess_batch, preprocess_image
 from tao_deploy.runtime import Engine, load_engine
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
-
-
-def normalisation(cfg) -> tuple[list[float], list[float]]:
-    """(mean, std) of dataset.augmentation (ImageNet's when unset)."""
-    aug = cfg.dataset.augmentation
-    mean = aug.get("input_mean") if hasattr(aug, "get") else getattr(aug, "input_mean", None)
-    std = aug.get("input_std") if hasattr(aug, "get") else getattr(aug, "input_std", None)
-    return list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD)
 
 
 def image_preprocessor(size_hw: Sequence[int], mean: Sequence[float], std: Sequence[float]):

@@ -22,10 +22,10 @@ import time
 from tao_core.data.coco import load_coco_sources
 from tao_core.io.output_set import replace_outputs
 from tao_core.metrics.coco_report import write_coco_evaluation
-from tao_core.processing.detr import to_coco_results
+from tao_core.processing.detr import normalisation, to_coco_results
 from tao_core.tasks.detr import batch_size_of, eval_sources, input_size_of, output_dir
 from tao_core.tasks.evaluation import require_ground_truth
-from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
+from tao_deploy.detr.detector import EngineDetector, require_engine
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def run(cfg, ctx) -> dict:
     out_dir = output_dir(section, ctx)
     index = load_coco_sources(sources, cfg.dataset.num_classes, check_images=True, dataset_type="default")
     require_ground_truth(index, field, cfg.dataset.get("eval_class_ids"))  # 0 images / 0 boxes: an error now
-    mean, std = normalisation(cfg)
+    mean, std = normalisation(cfg.dataset.augmentation)
     conf = float(section.conf_threshold)
     with EngineDetector(engine_path, mean, std, cfg.model.num_select, batch_size_of(section, cfg),
                         input_size) as detector:

@@ -24,8 +24,9 @@ import os
 from tao_core.data.classmap import label_names
 from tao_core.errors import SpecError
 from tao_core.io.output_set import refuse_existing
+from tao_core.processing.detr import normalisation
 from tao_deploy.detr.deepstream_config import write_engine_deepstream_files
-from tao_deploy.detr.detector import check_detr_io, image_preprocessor, normalisation, raw_decoder
+from tao_deploy.detr.detector import check_detr_io, image_preprocessor, raw_decoder
 from tao_deploy.engine.builder import build_from_spec, record_agreement
 from tao_deploy.engine.calibration import find_images
 from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs, static_dim
@@ -92,7 +93,7 @@ def run(cfg, ctx) -> dict:
     if num_classes is not None and num_classes != int(cfg.dataset.num_classes):
         logger.warning("the model has %d classes, dataset.num_classes is %d", num_classes, cfg.dataset.num_classes)
     class_names, names_from = engine_class_names(cfg, str(spec.onnx_file), num_classes)
-    mean, std = normalisation(cfg)
+    mean, std = normalisation(cfg.dataset.augmentation)
 
     metadata = {
         "network": ctx.network,

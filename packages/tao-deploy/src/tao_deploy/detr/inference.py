@@ -24,10 +24,11 @@ from tao_core.data.classmap import read_classmap
 from tao_core.data.images import list_images, load_image_checked
 from tao_core.errors import TaoUserError
 from tao_core.io.output_set import replace_outputs
+from tao_core.processing.detr import normalisation
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
 from tao_core.tasks.inputs import SkippedInputs
 from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
-from tao_deploy.detr.detector import EngineDetector, normalisation, require_engine
+from tao_deploy.detr.detector import EngineDetector, require_engine
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def run(cfg, ctx) -> dict:
     out_dir = output_dir(section, ctx)
     # a bad color_map or threshold fails now, before the engine is loaded
     InferenceWriters(out_dir, dict(section.color_map or {}), section.outline_width, float(section.conf_threshold))
-    mean, std = normalisation(cfg)
+    mean, std = normalisation(cfg.dataset.augmentation)
     num_kept = 0
     skipped = SkippedInputs()
     with EngineDetector(engine_path, mean, std, cfg.model.num_select, batch_size_of(section, cfg),

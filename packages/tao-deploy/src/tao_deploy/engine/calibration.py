@@ -37,13 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tao_core.data.images import IMAGE_EXTENSIONS
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 METHODS = ("entropy", "minmax", "percentile")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Calibration images are found with the one extension list every image folder uses
+# (tao_core.data.images.IMAGE_EXTENSIONS, a superset of the seed's .jpg / .jpeg / .png).
 # TensorRT has no percentile calibrator: percentile ranges are written under the entropy name,
 # which is the calibrator DeepStream's nvinfer reads caches with.
 CACHE_ALGORITHMS = {
@@ -123,7 +125,7 @@ def find_images(image_dirs) -> tuple[list, list[Path]]:
     for d in map(Path, dirs):
         if not d.is_dir():
             raise TaoUserError(f"calibration image directory {d} does not exist")
-        found += sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        found += sorted(p for p in d.rglob("*") if p.name.lower().endswith(IMAGE_EXTENSIONS) and p.is_file())
     return dirs, found
 
 

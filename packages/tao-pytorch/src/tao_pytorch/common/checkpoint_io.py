@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import CheckpointIO
 
 from tao_core.io.atomic import temporary_name
+from tao_core.results.checkpoints import EPOCH_CHECKPOINT_FORMAT
 from tao_pytorch.common.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -53,7 +54,7 @@ class TaoModelCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, last_name: str, every_n_epochs: int = 1, **kwargs: Any):
         super().__init__(
             dirpath=dirpath,
-            filename="model_{epoch:03d}_{step:05d}",
+            filename=EPOCH_CHECKPOINT_FORMAT,
             save_top_k=-1,
             save_last="link",
             every_n_epochs=every_n_epochs,

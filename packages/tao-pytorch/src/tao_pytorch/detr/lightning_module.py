@@ -1,20 +1,19 @@
-"""`DetrLightningModule(network, cfg)`: the training loop of DINO and Deformable DETR for Lightning.
+"""`DetrLightningModule(network, cfg)`: the training loop of a DETR-family network for Lightning.
 
 One batch of the data pipeline is `(images (B,3,H,W), mask (B,H,W) True on padding, targets)`;
-the model sees TAO's 4-channel input (image + padding-mask channel) and, for DINO's contrastive
-denoising, the targets.
+the model sees TAO's 4-channel input (image + padding-mask channel) and the targets (for
+networks with denoising queries).
 
     training_step   loss = criterion(model(x, targets)) summed with the spec's weights; logs
                     train_loss (step + epoch), lr, and every weighted term and class_error
-    validation_step val_loss, and COCO detections of every image (top-k decode of PostProcess,
-                    boxes in original-image pixels, image ids of the val index)
+    validation_step val_loss, and COCO detections of every image (the network's post-processing:
+                    tao-core's numpy top-k decode, boxes in original-image pixels, image ids of
+                    the val index)
     on_validation_epoch_end
                     detections of all ranks gathered (a DistributedSampler's padding duplicates
                     dropped), val_mAP / val_mAP50 by tao_core.metrics.coco against the val ground
-                    truth the reader validated
-    on_train_epoch_end
-                    a RUNNING status line: epoch, max_epoch, eta, kpi {train_loss, val_loss,
-                    val_mAP, val_mAP50} (val_* on the epochs that validated)
+                    truth the reader validated, kept in `val_metrics` for the epoch's status line
+                    (tao_pytorch.common.training.EpochStatusLine)
 
 The network is `self.model`, so checkpoint state_dict keys are "model.<name>" (TAO's layout,
 which `tao_pytorch.common.checkpoint.load_model_weights` strips).
@@ -23,19 +22,17 @@ which `tao_pytorch.common.checkpoint.load_model_weights` strips).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
 from tao_core.metrics.coco import evaluate as coco_evaluate
 from tao_core.processing.detr import to_coco_results
-from tao_pytorch.detr.build import build_criterion, build_model, build_postprocess
 from tao_pytorch.detr.criterion import total_loss
 from tao_pytorch.detr.data.dataset import with_mask_channel
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.detr.optim import (
     build_optimizer,
     build_scheduler,
@@ -53,22 +50,21 @@ LOGGED_TERMS = ("loss_ce", "loss_bbox", "loss_giou", "class_error")
 class DetrLightningModule(pl.LightningModule):
     """Lightning wrapper of one DETR network.
 
-    network: "dino" or "deformable_detr"; cfg: the experiment spec (model, dataset, train).
-    status: a tao_core StatusLogger for the per-epoch RUNNING lines (None: no lines).
+    network: the network's DetrNetwork (its model, criterion and post-processing builders);
+    cfg: the experiment spec (model, dataset, train).
     val_gt: the COCO ground truth dict of the val split with the reader's image ids (None: no mAP).
-    model: an already built network (default: build_model(network, cfg)).
+    model: an already built network (default: network.build_model(cfg)).
     """
 
-    def __init__(self, network: str, cfg: Any, status: Any = None, val_gt: dict | None = None,
+    def __init__(self, network: DetrNetwork, cfg: Any, val_gt: dict | None = None,
                  model: torch.nn.Module | None = None):
         super().__init__()
         self.network = network
         self.cfg = cfg
-        self.model = build_model(network, cfg) if model is None else model
+        self.model = network.build_model(cfg) if model is None else model
         # A plain attribute (the criterion holds no tensors): keeps it out of state_dict.
-        self.__dict__["criterion"] = build_criterion(network, cfg)
-        self.postprocess = build_postprocess(cfg)
-        self.status = status
+        self.__dict__["criterion"] = network.build_criterion(cfg)
+        self.postprocess = network.build_postprocess(cfg)
         self.val_gt = val_gt
         train = cfg.train
         freeze_modules(self.model, train.freeze or [])
@@ -77,9 +73,7 @@ class DetrLightningModule(pl.LightningModule):
             log.info("activation checkpointing: %d transformer layers recomputed in the backward pass", n)
         self.shard_optimizer = False  # set by the trainer for ddp_sharded with several processes
         self._val_dets: dict[int, list[dict]] = {}
-        self._val_metrics: dict[str, float] = {}
-        self._epoch_start = None
-        self._epoch_times: list[float] = []
+        self.val_metrics: dict[str, float] = {}  # of this epoch's validation; read by EpochStatusLine
 
     # ------------------------------------------------------------------ steps
 
@@ -114,12 +108,10 @@ class DetrLightningModule(pl.LightningModule):
                  sync_dist=True)
         if self.val_gt is None:
             return loss
-        orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(images.device)
+        orig_sizes = torch.stack([t["orig_size"] for t in targets])
         decoded = self.postprocess(outputs, orig_sizes)
         image_ids = [int(t["image_id"].reshape(-1)[0]) for t in targets]
-        numpy_dets = [{k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in d.items()}
-                      for d in decoded]
-        for image_id, det in zip(image_ids, numpy_dets, strict=True):
+        for image_id, det in zip(image_ids, decoded, strict=True):
             self._val_dets[image_id] = to_coco_results([det], [image_id])
         return loss
 
@@ -128,38 +120,14 @@ class DetrLightningModule(pl.LightningModule):
             return
         dets = _gather_by_image(self._val_dets)
         metrics = coco_map(self.val_gt, dets, self.cfg.dataset.get("eval_class_ids"))
-        self._val_metrics = metrics
+        self.val_metrics = metrics
         # every rank computed the same numbers from the gathered detections; sync_dist only averages equals
         self.log("val_mAP", metrics["val_mAP"], sync_dist=True)
         self.log("val_mAP50", metrics["val_mAP50"], sync_dist=True)
         self._val_dets = {}
 
-    # ------------------------------------------------------------------ status lines
-
     def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.monotonic()
-        self._val_metrics = {}
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_start is not None:
-            self._epoch_times.append(time.monotonic() - self._epoch_start)
-        metrics = self.trainer.callback_metrics
-        kpi = {}
-        for name in ("train_loss_epoch", "val_loss"):
-            if name in metrics and (name == "train_loss_epoch" or self._val_metrics):
-                kpi[name.removesuffix("_epoch")] = float(metrics[name])
-        kpi.update(self._val_metrics)
-        epoch = self.current_epoch + 1  # epochs completed
-        max_epoch = self.trainer.max_epochs
-        eta = None
-        if self._epoch_times:
-            eta = float(np.mean(self._epoch_times[-5:])) * max(max_epoch - epoch, 0)
-        if self._epoch_times and self.trainer.is_global_zero:
-            log.info("epoch %d/%d done in %.1f s: %s", epoch, max_epoch, self._epoch_times[-1],
-                     ", ".join(f"{k} {v:.4f}" for k, v in kpi.items()))
-        if self.status is not None and self.trainer.is_global_zero:
-            self.status.write("RUNNING", "Training loop in progress", epoch=epoch, max_epoch=max_epoch, eta=eta,
-                              kpi=kpi)
+        self.val_metrics = {}
 
     # ------------------------------------------------------------------ optimizer
 
@@ -171,7 +139,7 @@ class DetrLightningModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "frequency": 1}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["tao_model"] = self.network  # TAO's DINO tag; names the network of a checkpoint
+        checkpoint["tao_model"] = self.network.name  # TAO's tag; names the network of a checkpoint
 
 
 def coco_map(gt: dict, dets: list[dict], eval_class_ids=None) -> dict[str, float]:

@@ -106,51 +106,44 @@ class DeformableDETR(nn.Module):
         return out
 
 
-def _get(cfg, name, default):
-    return getattr(cfg, name, default) if cfg is not None else default
+def build_deformable_detr(model_cfg, num_classes: int, *, two_stage: bool = False) -> DeformableDETR:
+    """Deformable DETR of a model spec section: a loaded spec's `cfg.model`, or tao-core's
+    `DDETRModelConfig(...)` from Python (its defaults are the TAO Deformable DETR table; nothing
+    is defaulted here).
 
-
-def build_deformable_detr(model_cfg, num_classes: int) -> DeformableDETR:
-    """Build from a config with attribute access (tao-core's DDETRModelConfig or any namespace).
-
-    Fields (defaults = the TAO Deformable DETR table): backbone, train_backbone,
-    pretrained_backbone_path, num_feature_levels, return_interm_indices, enc_layers, dec_layers,
-    num_queries, dim_feedforward, hidden_dim, nheads, enc_n_points, dec_n_points, dropout_ratio,
-    with_box_refine, two_stage, aux_loss.
+    two_stage (encoder proposals as queries; needs with_box_refine) is the reference's option;
+    TAO's Deformable DETR has no such field, so the tasks always build it off.
     """
-    num_feature_levels = _get(model_cfg, "num_feature_levels", 4)
-    hidden_dim = _get(model_cfg, "hidden_dim", 256)
-    num_queries = _get(model_cfg, "num_queries", 300)
-    two_stage = bool(_get(model_cfg, "two_stage", False))
+    m = model_cfg
     backbone = build_joiner(
-        _get(model_cfg, "backbone", "resnet_50"),
-        _get(model_cfg, "return_interm_indices", [1, 2, 3, 4]),
-        num_feature_levels,
-        hidden_dim,
-        train_backbone=_get(model_cfg, "train_backbone", True),
-        pretrained_backbone_path=_get(model_cfg, "pretrained_backbone_path", None),
+        m.backbone,
+        m.return_interm_indices,
+        m.num_feature_levels,
+        m.hidden_dim,
+        train_backbone=m.train_backbone,
+        pretrained_backbone_path=m.pretrained_backbone_path,
         pos_normalize_offset=POS_NORMALIZE_OFFSET,
     )
     transformer = DeformableTransformer(
-        d_model=hidden_dim,
-        nhead=_get(model_cfg, "nheads", 8),
-        num_encoder_layers=_get(model_cfg, "enc_layers", 6),
-        num_decoder_layers=_get(model_cfg, "dec_layers", 6),
-        dim_feedforward=_get(model_cfg, "dim_feedforward", 1024),
-        dropout=_get(model_cfg, "dropout_ratio", 0.3),
-        num_feature_levels=num_feature_levels,
-        dec_n_points=_get(model_cfg, "dec_n_points", 4),
-        enc_n_points=_get(model_cfg, "enc_n_points", 4),
+        d_model=m.hidden_dim,
+        nhead=m.nheads,
+        num_encoder_layers=m.enc_layers,
+        num_decoder_layers=m.dec_layers,
+        dim_feedforward=m.dim_feedforward,
+        dropout=m.dropout_ratio,
+        num_feature_levels=m.num_feature_levels,
+        dec_n_points=m.dec_n_points,
+        enc_n_points=m.enc_n_points,
         two_stage=two_stage,
-        two_stage_num_proposals=num_queries,
+        two_stage_num_proposals=m.num_queries,
     )
     return DeformableDETR(
         backbone,
         transformer,
         num_classes,
-        num_queries,
-        num_feature_levels,
-        aux_loss=_get(model_cfg, "aux_loss", True),
-        with_box_refine=_get(model_cfg, "with_box_refine", True),
+        m.num_queries,
+        m.num_feature_levels,
+        aux_loss=m.aux_loss,
+        with_box_refine=m.with_box_refine,
         two_stage=two_stage,
     )

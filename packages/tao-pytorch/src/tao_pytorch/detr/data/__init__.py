@@ -1,4 +1,4 @@
-"""Data pipeline of DINO / Deformable DETR: transforms, COCO dataset, collate, samplers, loaders.
+"""Data pipeline of the DETR-family networks: transforms, COCO dataset, collate, samplers, loaders.
 
     from tao_pytorch.detr.data import build_dataloader
     loader = build_dataloader(cfg.dataset, "train")

@@ -1,4 +1,4 @@
-"""`build_dataloader(dataset_cfg, split)`: the DataLoader of one split of a DINO / Deformable DETR spec."""
+"""`build_dataloader(dataset_cfg, split)`: the DataLoader of one split of a DETR-family spec."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Seque
 from tao_core.data.coco import load_coco_sources
 from tao_core.data.images import list_images
 from tao_core.errors import TaoUserError
+from tao_core.spec.access import spec_get, spec_get_default
+from tao_core.specs.detr_common import DatasetConfig
 from tao_pytorch.detr.data.dataset import (
     CocoDetectionDataset,
     ImageListDataset,
@@ -19,7 +21,7 @@ from tao_pytorch.detr.data.dataset import (
     collate_detr_skipping,
 )
 from tao_pytorch.detr.data.samplers import SPLITTING_SAMPLERS, build_train_sampler, check_sampler, split_sources
-from tao_pytorch.detr.data.transforms import build_transforms, cfg_get
+from tao_pytorch.detr.data.transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -43,30 +45,30 @@ def _is_given(sources: Any) -> bool:
     """A list of sources is given when non-empty, a single source when it names a json file."""
     if sources is None:
         return False
-    if isinstance(sources, dict) or hasattr(sources, "image_dir") or cfg_get(sources, "json_file") is not None:
-        return bool(cfg_get(sources, "json_file"))
+    if isinstance(sources, dict) or hasattr(sources, "image_dir") or spec_get(sources, "json_file") is not None:
+        return bool(spec_get(sources, "json_file"))
     return len(sources) > 0
 
 
 def build_dataset(dataset_cfg: Any, split: str, *, rank: int = 0, world_size: int = 1,
                   input_size: Sequence[int] | None = None, check_images: bool | str = True):
     """The dataset of `split` (train / val / test / eval / infer) with its transforms."""
-    transforms = build_transforms(cfg_get(dataset_cfg, "augmentation", {}) or {}, split, input_size)
+    transforms = build_transforms(spec_get(dataset_cfg, "augmentation", {}) or {}, split, input_size)
     if split == "infer":
-        src = cfg_get(dataset_cfg, "infer_data_sources")
-        return ImageListDataset(list_images(cfg_get(src, "image_dir") if src is not None else []), transforms)
+        src = spec_get(dataset_cfg, "infer_data_sources")
+        return ImageListDataset(list_images(spec_get(src, "image_dir") if src is not None else []), transforms)
     field = _SOURCES[split]
-    sources = cfg_get(dataset_cfg, field)
+    sources = spec_get(dataset_cfg, field)
     if split in ("test", "eval") and not _is_given(sources):
-        field, sources = "val_data_sources", cfg_get(dataset_cfg, "val_data_sources")
+        field, sources = "val_data_sources", spec_get(dataset_cfg, "val_data_sources")
     if not _is_given(sources):
         raise TaoUserError(f"dataset.{field}: no {{image_dir, json_file}} given for the {split} split")
 
-    dataset_type = cfg_get(dataset_cfg, "dataset_type", "serialized")
-    sampler = cfg_get(dataset_cfg, "train_sampler", "default_sampler")
+    dataset_type = spec_get_default(dataset_cfg, "dataset_type", DatasetConfig)
+    sampler = spec_get_default(dataset_cfg, "train_sampler", DatasetConfig)
     if split == "train" and dataset_type == "default" and sampler in SPLITTING_SAMPLERS:
         sources = split_sources(sources, rank, world_size)
-    index = load_coco_sources(sources, cfg_get(dataset_cfg, "num_classes"), check_images=check_images,
+    index = load_coco_sources(sources, spec_get(dataset_cfg, "num_classes"), check_images=check_images,
                               dataset_type=dataset_type)
     return CocoDetectionDataset(index, transforms)
 
@@ -86,19 +88,19 @@ def build_dataloader(dataset_cfg: Any, split: str, *, rank: int = 0, world_size:
     if dataset is None:
         dataset = build_dataset(dataset_cfg, split, rank=rank, world_size=world_size, input_size=input_size,
                                 check_images=check_images)
-    batch_size = int(batch_size or cfg_get(dataset_cfg, "batch_size", 4))
-    workers = int(cfg_get(dataset_cfg, "workers", 8))
+    batch_size = int(batch_size or spec_get_default(dataset_cfg, "batch_size", DatasetConfig))
+    workers = int(spec_get_default(dataset_cfg, "workers", DatasetConfig))
     # Pinning needs an accelerator; without one torch only warns, so skip it.
-    pin = bool(cfg_get(dataset_cfg, "pin_memory", True)) and torch.cuda.is_available()
+    pin = bool(spec_get_default(dataset_cfg, "pin_memory", DatasetConfig)) and torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed + rank)  # per-worker seeds of `random` derive from it
     # inference skips unreadable images (and reports them); every other split stops on one
     collate = collate_detr_skipping if isinstance(dataset, ImageListDataset) else collate_detr
     common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate, "generator": generator}
 
     if split == "train":
-        name = cfg_get(dataset_cfg, "train_sampler", "default_sampler")
+        name = spec_get_default(dataset_cfg, "train_sampler", DatasetConfig)
         check_sampler(name)
-        if cfg_get(dataset_cfg, "dataset_type", "serialized") != "default" and name != "default_sampler":
+        if spec_get_default(dataset_cfg, "dataset_type", DatasetConfig) != "default" and name != "default_sampler":
             logger.warning("dataset.train_sampler=%s has no effect with dataset_type serialized (as in TAO); "
                            "set dataset_type: default to use it", name)
             name = "default_sampler"

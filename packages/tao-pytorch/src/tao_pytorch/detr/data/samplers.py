@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DistributedSampler, RandomSampler, Sampler, WeightedRandomSampler
 
 from tao_core.errors import TaoUserError
+from tao_core.spec.access import spec_get
 
 TRAIN_SAMPLERS = ("default_sampler", "non_uniform_sampler", "uniform_sampler")
 SPLITTING_SAMPLERS = ("non_uniform_sampler", "uniform_sampler")
@@ -34,17 +35,13 @@ def check_sampler(name: str) -> None:
         raise TaoUserError(f"dataset.train_sampler: got {name!r}; expected one of {list(TRAIN_SAMPLERS)}")
 
 
-def _get(src: Any, key: str) -> Any:
-    return src.get(key) if isinstance(src, dict) else getattr(src, key, None)
-
-
 def split_sources(sources: Any, rank: int, world_size: int) -> list[dict]:
     """This rank's share of the json files: file i goes to rank i % world_size (globs expanded)."""
     if isinstance(sources, dict) or not isinstance(sources, Sequence):
         sources = [sources]
     files = []
     for src in sources:
-        image_dir, json_file = _get(src, "image_dir"), str(_get(src, "json_file"))
+        image_dir, json_file = spec_get(src, "image_dir"), str(spec_get(src, "json_file"))
         matches = sorted(glob.glob(json_file)) if glob.has_magic(json_file) else [json_file]
         files += [{"image_dir": image_dir, "json_file": m} for m in matches] or [{"image_dir": image_dir,
                                                                                    "json_file": json_file}]

@@ -23,11 +23,14 @@ from PIL import Image
 from tao_core.processing.detr import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    normalisation,
     normalize_image,
     resize_image,
     resize_keep_ratio,
     xyxy_to_cxcywh,
 )
+from tao_core.spec.access import spec_get_default
+from tao_core.specs.detr_common import AugmentationConfig
 
 # Target fields with one entry per box: filtered together when boxes vanish.
 PER_BOX_FIELDS = ("boxes", "labels", "area", "iscrowd")
@@ -281,11 +284,10 @@ class FixedPad:
 # ----------------------------------------------------------------------------- builder
 
 
-def cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
-    """Field of a dataclass, OmegaConf node or plain dict."""
-    if isinstance(cfg, dict):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
+def aug_field(aug: Any, name: str) -> Any:
+    """Field `name` of dataset.augmentation (OmegaConf node, dict or object); the schema's default
+    (the DINO / Deformable DETR tables) when a partial config leaves it out."""
+    return spec_get_default(aug, name, AugmentationConfig)
 
 
 def build_transforms(aug: Any, split: str, input_size: Sequence[int] | None = None) -> Compose:
@@ -302,21 +304,21 @@ def build_transforms(aug: Any, split: str, input_size: Sequence[int] | None = No
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    normalize = Normalize(cfg_get(aug, "input_mean", IMAGENET_MEAN), cfg_get(aug, "input_std", IMAGENET_STD))
-    scales = [int(s) for s in cfg_get(aug, "scales", [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800])]
-    max_size = int(cfg_get(aug, "random_resize_max_size", 1333))
-    fixed_padding = bool(cfg_get(aug, "fixed_padding", True))
+    normalize = Normalize(*normalisation(aug))
+    scales = [int(s) for s in aug_field(aug, "scales")]
+    max_size = int(aug_field(aug, "random_resize_max_size"))
+    fixed_padding = bool(aug_field(aug, "fixed_padding"))
 
     if split == "train":
-        flip = RandomHorizontalFlip(cfg_get(aug, "horizontal_flip_prob", 0.5))
-        lsj = cfg_get(aug, "fixed_random_crop", None)
+        flip = RandomHorizontalFlip(aug_field(aug, "horizontal_flip_prob"))
+        lsj = aug_field(aug, "fixed_random_crop")
         if lsj:
             # LSJ pads to its square whatever fixed_padding says: the crop size is the model input.
             return Compose([flip, ResizeScale(0.1, 2.0, lsj, lsj), RandomCrop((lsj, lsj)), normalize,
                             FixedPad(lsj, lsj)])
         crop_then_resize = Compose([
-            RandomResize(cfg_get(aug, "train_random_resize", [400, 500, 600])),
-            RandomSizeCrop(cfg_get(aug, "train_random_crop_min", 384), cfg_get(aug, "train_random_crop_max", 600)),
+            RandomResize(aug_field(aug, "train_random_resize")),
+            RandomSizeCrop(aug_field(aug, "train_random_crop_min"), aug_field(aug, "train_random_crop_max")),
             RandomResize(scales, max_size),
         ])
         steps = [flip, RandomSelect(RandomResize(scales, max_size), crop_then_resize), normalize]
@@ -326,7 +328,7 @@ def build_transforms(aug: Any, split: str, input_size: Sequence[int] | None = No
 
     if input_size is not None:
         return Compose([FixedResize(input_size), normalize])
-    test_size = int(cfg_get(aug, "test_random_resize", 800))
+    test_size = int(aug_field(aug, "test_random_resize"))
     steps = [RandomResize([test_size], max_size), normalize]
     if fixed_padding:
         steps.append(FixedPad(test_size, max_size))
@@ -338,7 +340,7 @@ def describe_eval_input(aug: Any, input_size: Sequence[int] | None = None) -> st
     validation during training and evaluate report it, so their mAPs are compared knowingly."""
     if input_size is not None:
         return f"resized to exactly {int(input_size[0])}x{int(input_size[1])} (H x W, aspect ratio not kept)"
-    test_size = int(cfg_get(aug, "test_random_resize", 800))
-    max_size = int(cfg_get(aug, "random_resize_max_size", 1333))
-    padded = f", padded to {test_size}x{max_size}" if bool(cfg_get(aug, "fixed_padding", True)) else ""
+    test_size = int(aug_field(aug, "test_random_resize"))
+    max_size = int(aug_field(aug, "random_resize_max_size"))
+    padded = f", padded to {test_size}x{max_size}" if bool(aug_field(aug, "fixed_padding")) else ""
     return f"shorter side resized to {test_size}, longer side at most {max_size}, aspect ratio kept{padded}"

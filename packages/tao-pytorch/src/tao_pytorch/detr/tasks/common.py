@@ -1,4 +1,4 @@
-"""What the evaluate, inference and export tasks of DINO and Deformable DETR share on the PyTorch
+"""What the evaluate, inference and export tasks of the DETR-family networks share on the PyTorch
 side: the checks that run before any compute and the model loaded from a checkpoint.
 
 The framework-free rules the deploy engine tasks share live in tao-core: task sections in
@@ -14,18 +14,18 @@ from torch import nn
 
 from tao_core.errors import SpecError, TaoUserError
 from tao_pytorch.common.checkpoint import load_checkpoint, load_model_weights
-from tao_pytorch.detr.build import build_model
+from tao_pytorch.detr.network import DetrNetwork
 
 logger = logging.getLogger(__name__)
 
 
-def refuse_trt_engine(section, network: str, task: str) -> None:
+def refuse_trt_engine(section, network: DetrNetwork, task: str) -> None:
     """`<task>.trt_engine` belongs to tao deploy; say so before anything is loaded."""
     engine = getattr(section, "trt_engine", None)
     if engine:
         raise TaoUserError(
             f"{task}.trt_engine={engine}: TensorRT engines are run by tao-deploy "
-            f"(`tao deploy {network} {task} -e SPEC {task}.trt_engine=...`); this PyTorch task "
+            f"(`tao deploy {network.name} {task} -e SPEC {task}.trt_engine=...`); this PyTorch task "
             f"runs {task}.checkpoint: remove {task}.trt_engine and set {task}.checkpoint=/path/model.pth"
         )
 
@@ -49,10 +49,10 @@ def device_for(section, on_cpu: bool = False) -> torch.device:
     return torch.device(f"cuda:{int(gpu)}")
 
 
-def load_task_model(network: str, cfg, checkpoint, path: str, task: str, device: torch.device) -> nn.Module:
+def load_task_model(network: DetrNetwork, cfg, checkpoint, path: str, task: str, device: torch.device) -> nn.Module:
     """Build the network of the spec and load `checkpoint` (what read_model_checkpoint read from
     `path`) into it; eval mode, on `device`. A checkpoint that does not fill the model is an error."""
-    model = build_model(network, cfg)
+    model = network.build_model(cfg)
     report = load_model_weights(model, checkpoint)
     if report.missing or report.skipped_shape:
         # An evaluation with half-initialised weights is a wrong number, not a warning.

@@ -1,9 +1,9 @@
-"""`evaluate`: COCO mAP of a trained DINO / Deformable DETR checkpoint.
+"""`evaluate`: COCO mAP of a trained DETR-family checkpoint.
 
 Data: dataset.test_data_sources, or dataset.val_data_sources when no test source is given.
 Images go through the evaluation transform (test_random_resize, or the exact
 evaluate.input_height x input_width), the model's outputs through the top-k decode
-(model.num_select), detections below evaluate.conf_threshold are dropped, and
+(model.num_select; tao-core's numpy decode, the engines' own), detections below evaluate.conf_threshold are dropped, and
 tao_core.metrics.coco.evaluate scores them against the reader's ground truth (validated,
 renumbered ids; dataset.eval_class_ids restricts both to those categories).
 
@@ -29,10 +29,10 @@ from tao_core.metrics.coco_report import write_coco_evaluation
 from tao_core.processing.detr import to_coco_results
 from tao_core.tasks.detr import batch_size_of, eval_sources, input_size_of, output_dir
 from tao_core.tasks.evaluation import require_ground_truth
-from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import CocoDetectionDataset, build_dataloader, build_transforms
 from tao_pytorch.detr.data.dataset import with_mask_channel
 from tao_pytorch.detr.data.transforms import describe_eval_input
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint, refuse_trt_engine
 
 logger = logging.getLogger(__name__)
@@ -44,15 +44,14 @@ def predict_coco(model, loader, postprocess, device, conf_threshold: float) -> l
     results = []
     for images, mask, targets in loader:
         outputs = model(with_mask_channel(images, mask).to(device))
-        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
+        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets])
         decoded = postprocess(outputs, sizes)
-        decoded = [{k: v.cpu().numpy() for k, v in d.items()} for d in decoded]
         ids = [int(np.asarray(t["image_id"]).reshape(-1)[0]) for t in targets]
         results += to_coco_results(decoded, ids, conf_threshold)
     return results
 
 
-def run_evaluate(network: str, cfg, ctx) -> dict:
+def run_evaluate(network: DetrNetwork, cfg, ctx) -> dict:
     section = cfg.evaluate
     refuse_trt_engine(section, network, "evaluate")
     checkpoint = read_model_checkpoint(section.checkpoint, ctx.key, "evaluate")  # file / key errors come first
@@ -70,11 +69,11 @@ def run_evaluate(network: str, cfg, ctx) -> dict:
     device = device_for(section)
     model = load_task_model(network, cfg, checkpoint, section.checkpoint, "evaluate", device)
     start = time.time()
-    detections = predict_coco(model, loader, build_postprocess(cfg).to(device), device, float(section.conf_threshold))
+    detections = predict_coco(model, loader, network.build_postprocess(cfg), device, float(section.conf_threshold))
     seconds = time.time() - start
 
     run_info = {
-        "network": network,
+        "network": network.name,
         "checkpoint": str(section.checkpoint),
         "data": field,
         "conf_threshold": float(section.conf_threshold),

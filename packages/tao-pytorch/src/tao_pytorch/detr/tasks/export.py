@@ -1,4 +1,4 @@
-"""`export`: a DINO / Deformable DETR checkpoint to ONNX (TAO's contract, for TensorRT / DeepStream).
+"""`export`: a DETR-family checkpoint to ONNX (TAO's contract, for TensorRT / DeepStream).
 
 Graph: input `inputs` float (B, export.input_channel, export.input_height, export.input_width),
 normalised like the evaluation transform, no padding-mask channel; outputs `pred_logits`
@@ -37,9 +37,10 @@ from tao_core.data.images import list_images, load_image_rgb
 from tao_core.deepstream import write_detr_deepstream_files
 from tao_core.errors import SpecError, TaoUserError
 from tao_core.io.atomic import atomic_write_bytes, atomic_write_text
-from tao_core.processing.detr import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
+from tao_core.processing.detr import normalisation, preprocess_image
 from tao_pytorch.detr.export import INPUT_NAMES, OUTPUT_NAMES, DetrExportWrapper
 from tao_pytorch.detr.msda_trt import KERNEL_NAME, PLUGIN_DOMAIN, PLUGIN_OP, msda_kernel
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ def sample_image_path(cfg) -> str | None:
 def export_input(cfg, height: int, width: int, channels: int) -> tuple[np.ndarray, str]:
     """(1, C, H, W) float32 input for the ORT check: a real image preprocessed exactly as for
     a fixed-size engine (tao_core.processing.detr.preprocess_image), or noise if none exists."""
-    aug = cfg.dataset.augmentation
-    mean = list(aug.get("input_mean") or IMAGENET_MEAN)
-    std = list(aug.get("input_std") or IMAGENET_STD)
+    mean, std = normalisation(cfg.dataset.augmentation)
     path = sample_image_path(cfg)
     if path is None or channels != 3:
         rng = np.random.default_rng(0)
@@ -135,7 +134,7 @@ def ort_max_abs_diff(onnx_bytes: bytes, wrapper, x: np.ndarray) -> dict[str, flo
     return {name: float(np.max(np.abs(g - r.cpu().numpy()))) for name, g, r in zip(OUTPUT_NAMES, got, ref, strict=True)}
 
 
-def run_export(network: str, cfg, ctx) -> dict:
+def run_export(network: DetrNetwork, cfg, ctx) -> dict:
     import onnx
 
     section = cfg.export
@@ -216,8 +215,7 @@ def write_sidecar_files(cfg, model_path: str, height: int, width: int, batch_siz
         # DeepStream cannot decrypt tao-core's .etlt payload: no nvinfer config for it.
         atomic_write_text(os.path.join(out_dir, "labels.txt"), "\n".join(names) + "\n")
         return {"labels_file": os.path.join(out_dir, "labels.txt")}
-    aug = cfg.dataset.augmentation
-    mean, std = list(aug.get("input_mean") or IMAGENET_MEAN), list(aug.get("input_std") or IMAGENET_STD)
+    mean, std = normalisation(cfg.dataset.augmentation)
     precision = str(cfg.gen_trt_engine.tensorrt.data_type).lower()
     written = write_detr_deepstream_files(
         out_dir, names, (height, width), mean, std, onnx_file=model_path,

@@ -1,10 +1,11 @@
-"""`inference`: run a DINO / Deformable DETR checkpoint on folders of images.
+"""`inference`: run a DETR-family checkpoint on folders of images.
 
 Images: every .jpg/.jpeg/.png/.bmp under dataset.infer_data_sources.image_dir (one folder or a
 list, recursively, sorted). Class names: dataset.infer_data_sources.classmap (line i = category
 id i + 1); detections of ids the classmap does not name are dropped, as in TAO.
 Pre-processing is the evaluation transform (test_random_resize, or the exact
-inference.input_height x input_width); decoding the top-k of model.num_select.
+inference.input_height x input_width); decoding the top-k of model.num_select (tao-core's numpy
+decode, the engines' own).
 
 Writes with tao_core.visualize.outputs.write_detr_detections / InferenceWriter (the writer every
 network uses, and the deploy engine task), into
@@ -32,15 +33,15 @@ from tao_core.io.output_set import replace_outputs
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
 from tao_core.tasks.inputs import SkippedInputs
 from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
-from tao_pytorch.detr.build import build_postprocess
 from tao_pytorch.detr.data import build_dataloader, build_dataset
 from tao_pytorch.detr.data.dataset import with_mask_channel
+from tao_pytorch.detr.network import DetrNetwork
 from tao_pytorch.detr.tasks.common import device_for, load_task_model, read_model_checkpoint, refuse_trt_engine
 
 logger = logging.getLogger(__name__)
 
 
-def run_inference(network: str, cfg, ctx) -> dict:
+def run_inference(network: DetrNetwork, cfg, ctx) -> dict:
     section = cfg.inference
     refuse_trt_engine(section, network, "inference")
     checkpoint = read_model_checkpoint(section.checkpoint, ctx.key, "inference")
@@ -55,7 +56,7 @@ def run_inference(network: str, cfg, ctx) -> dict:
 
     device = device_for(section)
     model = load_task_model(network, cfg, checkpoint, section.checkpoint, "inference", device)
-    postprocess = build_postprocess(cfg).to(device)
+    postprocess = network.build_postprocess(cfg)
     num_kept = 0
     skipped = SkippedInputs()
     with replace_outputs(out_dir) as staging, torch.no_grad():
@@ -67,13 +68,12 @@ def run_inference(network: str, cfg, ctx) -> dict:
             if images is None:
                 continue
             outputs = model(with_mask_channel(images, mask).to(device))
-            sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
+            sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets])
             for det, target in zip(postprocess(outputs, sizes), targets, strict=True):
                 image = None  # the writer reads the original image again
                 if target.get("warning"):  # a tolerated truncation: said, and read the same way
                     logger.warning("%s", target["warning"])
                     image = load_image_rgb(target["path"], allow_truncated=True)
-                det = {k: det[k].cpu().numpy() for k in ("scores", "labels", "boxes")}
                 num_kept += write_detr_detections(writers.for_image(target["path"]), target["path"], image, det,
                                                   class_names)
         skipped_report = skipped.report(len(dataset), ctx.status)  # all skipped: an error, the old outputs kept

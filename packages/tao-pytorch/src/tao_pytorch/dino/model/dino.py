@@ -114,58 +114,50 @@ class DINO(nn.Module):
         return out
 
 
-def _get(cfg, name, default):
-    return getattr(cfg, name, default) if cfg is not None else default
+def build_dino(model_cfg, num_classes: int, *, two_stage_type: str = "standard", embed_init_tgt: bool = True) -> DINO:
+    """DINO of a model spec section: a loaded spec's `cfg.model`, or tao-core's
+    `DINOModelConfig(...)` from Python (its defaults are the TAO DINO table; nothing is
+    defaulted here). num_select belongs to post-processing (`PostProcess(model_cfg.num_select)`).
 
-
-def build_dino(model_cfg, num_classes: int) -> DINO:
-    """Build from a config with attribute access (tao-core's DINOModelConfig or any namespace).
-
-    Fields (defaults = the TAO DINO table): backbone, train_backbone, pretrained_backbone_path,
-    num_feature_levels, return_interm_indices, enc_layers, dec_layers, num_queries,
-    dim_feedforward, hidden_dim, nheads, enc_n_points, dec_n_points, dropout_ratio, aux_loss,
-    use_dn, dn_number, dn_box_noise_scale, dn_label_noise_ratio, pe_temperatureH,
-    pe_temperatureW, fix_refpoints_hw, two_stage_type ('standard'), embed_init_tgt (True).
-    num_select belongs to post-processing (`PostProcess(model_cfg.num_select)`).
+    two_stage_type ("standard": encoder proposals; "no": learned query boxes) and embed_init_tgt
+    are IDEA-Research/DINO options that TAO fixes at these values (its spec has no field for them).
     """
-    num_feature_levels = _get(model_cfg, "num_feature_levels", 4)
-    hidden_dim = _get(model_cfg, "hidden_dim", 256)
-    num_queries = _get(model_cfg, "num_queries", 900)
+    m = model_cfg
     backbone = build_joiner(
-        _get(model_cfg, "backbone", "resnet_50"),
-        _get(model_cfg, "return_interm_indices", [1, 2, 3, 4]),
-        num_feature_levels,
-        hidden_dim,
-        train_backbone=_get(model_cfg, "train_backbone", True),
-        pretrained_backbone_path=_get(model_cfg, "pretrained_backbone_path", None),
-        temperature_h=_get(model_cfg, "pe_temperatureH", 20),
-        temperature_w=_get(model_cfg, "pe_temperatureW", 20),
+        m.backbone,
+        m.return_interm_indices,
+        m.num_feature_levels,
+        m.hidden_dim,
+        train_backbone=m.train_backbone,
+        pretrained_backbone_path=m.pretrained_backbone_path,
+        temperature_h=m.pe_temperatureH,
+        temperature_w=m.pe_temperatureW,
         pos_normalize_offset=POS_NORMALIZE_OFFSET,
     )
     transformer = DINOTransformer(
-        d_model=hidden_dim,
-        nhead=_get(model_cfg, "nheads", 8),
-        num_queries=num_queries,
-        num_encoder_layers=_get(model_cfg, "enc_layers", 6),
-        num_decoder_layers=_get(model_cfg, "dec_layers", 6),
-        dim_feedforward=_get(model_cfg, "dim_feedforward", 2048),
-        dropout=_get(model_cfg, "dropout_ratio", 0.0),
-        num_feature_levels=num_feature_levels,
-        enc_n_points=_get(model_cfg, "enc_n_points", 4),
-        dec_n_points=_get(model_cfg, "dec_n_points", 4),
-        two_stage_type=_get(model_cfg, "two_stage_type", "standard"),
-        embed_init_tgt=_get(model_cfg, "embed_init_tgt", True),
-        fix_refpoints_hw=_get(model_cfg, "fix_refpoints_hw", -1),
+        d_model=m.hidden_dim,
+        nhead=m.nheads,
+        num_queries=m.num_queries,
+        num_encoder_layers=m.enc_layers,
+        num_decoder_layers=m.dec_layers,
+        dim_feedforward=m.dim_feedforward,
+        dropout=m.dropout_ratio,
+        num_feature_levels=m.num_feature_levels,
+        enc_n_points=m.enc_n_points,
+        dec_n_points=m.dec_n_points,
+        two_stage_type=two_stage_type,
+        embed_init_tgt=embed_init_tgt,
+        fix_refpoints_hw=m.fix_refpoints_hw,
     )
     return DINO(
         backbone,
         transformer,
         num_classes,
-        num_queries,
-        num_feature_levels,
-        aux_loss=_get(model_cfg, "aux_loss", True),
-        use_dn=_get(model_cfg, "use_dn", True),
-        dn_number=_get(model_cfg, "dn_number", 100),
-        dn_box_noise_scale=_get(model_cfg, "dn_box_noise_scale", 1.0),
-        dn_label_noise_ratio=_get(model_cfg, "dn_label_noise_ratio", 0.5),
+        m.num_queries,
+        m.num_feature_levels,
+        aux_loss=m.aux_loss,
+        use_dn=m.use_dn,
+        dn_number=m.dn_number,
+        dn_box_noise_scale=m.dn_box_noise_scale,
+        dn_label_noise_ratio=m.dn_label_noise_ratio,
     )

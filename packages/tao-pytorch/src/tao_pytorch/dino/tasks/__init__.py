@@ -1,1 +1,1 @@
-"""Tasks of the dino command: thin entry points over tao_pytorch.detr.tasks."""
+"""Tasks of the dino command: thin entry points passing DINO's NETWORK to tao_pytorch.detr.tasks."""
