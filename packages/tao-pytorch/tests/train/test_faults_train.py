@@ -71,6 +71,23 @@ def test_signal_stops_training_with_a_resumable_checkpoint(tmp_path, sources, si
         assert status_lines(task_dir)[-1]["status"] == "SUCCESS"
 
 
+def test_a_stop_inside_an_optimizer_update_writes_no_checkpoint(tmp_path, own_sources):
+    """The grace period runs out while step 5 updates the weights: a checkpoint then could hold half
+    a step, so none is written on the way out and the epoch-end one (step 3) stays the resume point."""
+    spec = write_spec(tmp_path / "spec.yaml", "dino", own_sources, tmp_path / "results", train={"num_epochs": 200})
+    task_dir = tmp_path / "results" / "train"
+    env = dict(os.environ, TAO_STOP_GRACE_S="1")
+    proc = subprocess.run([sys.executable, str(HERE / "stop_mid_update.py"), str(spec)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: dino train stopped by SIGTERM") and "grace period ran out" in last_line
+    last = status_lines(task_dir)[-1]
+    assert last["status"] == "FAILURE" and "no checkpoint written on the way out" in last["message"]
+    assert [p.name for p in task_dir.glob("model_epoch_*.pth")] == [f"model_epoch_000_step_{STEPS:05d}.pth"]
+    assert load_checkpoint(task_dir / "dino_model_latest.pth")["global_step"] == STEPS
+
+
 def test_a_killed_checkpoint_write_leaves_no_temporary_after_the_next_start(tmp_path, own_sources):
     spec = write_spec(tmp_path / "spec.yaml", "dino", own_sources, tmp_path / "results", train={"num_epochs": 2})
     task_dir = tmp_path / "results" / "train"

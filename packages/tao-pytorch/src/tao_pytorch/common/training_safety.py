@@ -8,6 +8,9 @@
   were trained since the last checkpoint, a resumable checkpoint
   `model_epoch_XXX_step_XXXXX.pth` is written and the latest link pointed at it, so the next
   run in the same results dir resumes from there. The stopped status line names it.
+  Except when a stop interrupts an optimizer update (the grace period ran out, or a second
+  signal came, between the gradients and the end of the step): the weights may hold a
+  half-applied step, so nothing is written and the last checkpoint stays the resume point.
 - keeps `status.progress` (epoch, step) current, for the stopped / failed status line.
 
 `check_resume_fits`: the checkpoint a rerun would resume from must fit the spec's model; a
@@ -38,6 +41,7 @@ class ProgressGuard(pl.Callback):
         self.checkpoint_cb = checkpoint_cb
         self.status = status
         self._saved_step = -1
+        self._updating = False  # between the gradients of a step and its end: weights may be mid-update
         self.saved_on_exit: str | None = None
 
     def _stop_if_asked(self) -> None:
@@ -51,7 +55,11 @@ class ProgressGuard(pl.Callback):
             stop.cooperative = True  # stop at the end of a step, after saving (see on_exception)
         self._saved_step = trainer.global_step  # a resumed run has nothing new yet
 
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._updating = True
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._updating = False
         if self.status is not None:
             self.status.progress = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
         self._stop_if_asked()
@@ -67,6 +75,14 @@ class ProgressGuard(pl.Callback):
         stopping = isinstance(exception, (TaskStopped, SystemExit)) or (stop is not None and stop.requested)
         if trainer.global_step <= self._saved_step:
             return  # nothing trained since the last checkpoint: it is the one to resume from
+        if self._updating and isinstance(exception, TaskStopped):
+            note = (f"no checkpoint written on the way out: the stop interrupted the optimizer update of step "
+                    f"{trainer.global_step + 1}, so the weights may hold half of it; the last checkpoint is the "
+                    f"resume point")
+            log.warning(note)
+            if stop is not None:
+                stop.notes.append(note)
+            return
         if trainer.world_size > 1 and not stopping:
             log.warning("training failed at step %d; with %d processes no checkpoint is written on the way out",
                         trainer.global_step, trainer.world_size)
