@@ -9,8 +9,9 @@ element-wise Add (a ResNet stage's residual chain) keep the same filter indices:
 normalised norms are merged by the equalization criterion (union = max, intersection = min,
 arithmetic_mean, geometric_mean) before choosing. The heads feeding the model outputs and the
 `excluded` layers (with everything equalised with them) are never pruned. The pruned model is
-rebuilt layer by layer with sliced weights (BatchNormalization follows its input channels), so
-it runs, saves and retrains (model_config.load_graph) like the original.
+rebuilt layer by layer with sliced weights (BatchNormalization and depthwise convolutions follow
+their input channels, a Concatenate keeps each input's kept channels at its offset), so it runs,
+saves and retrains (model_config.load_graph) like the original.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ EQUALIZATION = {
     "arithmetic_mean": lambda s: np.mean(s, axis=0),
     "geometric_mean": lambda s: np.exp(np.mean(np.log(np.maximum(s, 1e-12)), axis=0)),
 }
+# layers whose output channels are their input channels (a depthwise convolution with multiplier 1 too:
+# pruning the convolution before it removes the same depthwise filters, as TAO's depthwise equalisation does)
 _PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
-                 keras.layers.Dropout, keras.layers.MaxPooling2D)  # fmt: skip
+                 keras.layers.Dropout, keras.layers.MaxPooling2D, keras.layers.ZeroPadding2D,
+                 keras.layers.DepthwiseConv2D)  # fmt: skip
 
 
 @dataclass
@@ -145,9 +149,23 @@ def _slice_weights(layer, weights, in_idx, out_idx):
             kernel = kernel[..., out_idx]
         rest = [w[out_idx] if out_idx is not None else w for w in weights[1:]]
         return [kernel, *rest]
+    if isinstance(layer, keras.layers.DepthwiseConv2D) and in_idx is not None:
+        return [weights[0][:, :, in_idx, :], *[w[in_idx] for w in weights[1:]]]  # kernel [kh, kw, in, 1], bias
     if isinstance(layer, keras.layers.BatchNormalization) and in_idx is not None:
         return [w[in_idx] for w in weights]
     return weights
+
+
+def _concat_channels(parents, kept) -> np.ndarray | None:
+    """Kept channels of a channels-last Concatenate: each input's kept indices, offset by the inputs before it."""
+    if all(k is None for k in kept):
+        return None
+    out, offset = [], 0
+    for parent, k in zip(parents, kept, strict=True):
+        width = int(parent.output_shape[-1])
+        out.append(offset + (np.arange(width) if k is None else k))
+        offset += width
+    return np.concatenate(out)
 
 
 def apply_pruning(model, keep: dict[str, np.ndarray]):
@@ -175,6 +193,13 @@ def apply_pruning(model, keep: dict[str, np.ndarray]):
             if any((k is None) != (kept[0] is None) or (k is not None and not np.array_equal(k, kept[0]))
                    for k in kept):  # fmt: skip
                 raise RuntimeError(f"pruning left the inputs of {layer.name} with different channels")
+        elif isinstance(layer, keras.layers.Concatenate):
+            if layer.axis not in (-1, 3):
+                raise TaoUserError(f"cannot prune into {layer.name}: it concatenates on axis {layer.axis}")
+            out_idx = _concat_channels(parents, [channels[p.name] for p in parents])
+        elif isinstance(layer, keras.layers.DepthwiseConv2D) and layer.depth_multiplier != 1 and in_idx is not None:
+            raise TaoUserError(f"cannot prune into {layer.name} (depth_multiplier {layer.depth_multiplier}): "
+                               "exclude the convolution feeding it (-el)")  # fmt: skip
         elif isinstance(layer, keras.layers.Permute) and in_idx is not None:
             raise TaoUserError(f"cannot prune into {layer.name}: exclude the convolution feeding it (-el)")
         new = type(layer).from_config(config)

@@ -13,18 +13,16 @@ from __future__ import annotations
 import tf_keras as keras
 
 from tao_core.errors import TaoUserError
+from tao_tf.detectnet_v2.model.blocks import check_freeze_blocks, conv_bn
 
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 FILTERS = (64, 128, 256, 512)
 
 
 def _conv(x, filters, kernel, stride, name, use_bn, regularizer, trainable=True, bn_trainable=True):
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=not use_bn, name=name,
-                            kernel_regularizer=regularizer, trainable=trainable)(x)  # fmt: skip
-    if use_bn:
-        bn_name = name.replace("conv", "bn", 1) if name != "conv1" else "bn_conv1"
-        x = keras.layers.BatchNormalization(axis=-1, name=bn_name, trainable=trainable and bn_trainable)(x)
-    return x
+    bn_name = name.replace("conv", "bn", 1) if name != "conv1" else "bn_conv1"
+    # epsilon 1e-3: Keras's default, which TAO's resnet template keeps
+    return conv_bn(x, filters, kernel, stride, name, bn_name, use_bn, regularizer, trainable, bn_trainable)
 
 
 def resnet_features(x, num_layers=18, use_batch_norm=False, use_pooling=False, all_projections=False,
@@ -32,7 +30,7 @@ def resnet_features(x, num_layers=18, use_batch_norm=False, use_pooling=False, a
     if num_layers not in BLOCKS:
         raise TaoUserError(f"model_config.num_layers: resnet supports {sorted(BLOCKS)}, got {num_layers}")
     bottleneck = num_layers >= 50
-    frozen = set(freeze_blocks)
+    frozen = check_freeze_blocks("resnet", freeze_blocks, range(5))
     bn_ok = not freeze_bn
     x = _conv(x, 64, 7, 2, "conv1", use_batch_norm, regularizer, 0 not in frozen, bn_ok)
     x = keras.layers.Activation("relu", name="activation_1")(x)
