@@ -60,7 +60,7 @@ def pytorch(session: nox.Session) -> None:
 @nox.session
 def tf(session: nox.Session) -> None:
     """tao-tf (DetectNet_v2) on TensorFlow 2.21 + tf_keras in a venv without torch, which a test asserts."""
-    session.install("./packages/tao-core[test]", "./packages/tao-tf[test]")
+    session.install("./packages/tao-core[test]", "./packages/tao-deploy", "./packages/tao-tf[test]")
     session.run(
         "pytest", "packages/tao-tf/tests", "-q", *session.posargs,
         env={"TAO_EXPECT_NO_TORCH": "1"},

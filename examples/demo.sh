@@ -2,11 +2,17 @@
 # End to end on the shipped raccoon set, on CPU, in a few minutes:
 #   train (small DINO) -> evaluate -> inference -> export (ONNX) -> FP32 and INT8 engines
 #   (ONNX Runtime here; TensorRT where it and an NVIDIA GPU exist) -> evaluate each engine.
-# Usage: bash examples/demo.sh [RESULTS_DIR]      (default results/demo; run from anywhere)
+# Usage: bash examples/demo.sh [dino|detectnet_v2] [RESULTS_DIR]   (default dino, results/demo; from anywhere)
+#   detectnet_v2: the TensorFlow path instead (examples/demo_detectnet_v2.sh: convert, train, prune,
+#   retrain, INT8 export, engines; its own venv and results/demo_detectnet_v2);
 #   DEMO_VENV=/path/to/venv reuses a virtual environment that already has the packages;
 #   DEMO_SPEC=my.yaml runs the same steps on another spec of the same shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  detectnet_v2) shift; exec bash examples/demo_detectnet_v2.sh "$@" ;;
+  dino) shift ;;
+esac
 OUT=${1:-results/demo}
 VENV=${DEMO_VENV:-.venv-demo}
 SPEC=${DEMO_SPEC:-examples/specs/dino_raccoon.yaml}

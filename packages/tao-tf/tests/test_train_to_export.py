@@ -9,6 +9,7 @@ import pytest
 from conftest import experiment_spec, export_spec, make_kitti
 
 from tao_core.errors import TaoUserError
+from tao_deploy.detectnet_v2.cli import CLI as DEPLOY
 from tao_tf.detectnet_v2.cli import CLI
 
 KEY = "tlt_encode"
@@ -183,3 +184,88 @@ def test_prune_then_retrain_with_load_graph_and_qat(trained, tmp_path):
     assert ops.count("QuantizeLinear") >= 5 and ops.count("DequantizeLinear") >= 5
     with pytest.raises(TaoUserError, match="QAT model cannot be pruned"):
         CLI.resolve_task("prune")(["-m", str(final), "-o", str(tmp_path / "p2.tlt"), "-k", KEY])
+
+
+def test_export_int8_engines_and_evaluate_tensorrt(trained, tmp_path):
+    """INT8 through tao-deploy from a calibration tensorfile; -f tensorrt evaluates engines with the
+    Keras evaluation's frames, clustering and AP (FP32 engine AP == Keras AP)."""
+    from tao_core.specs.detectnet_v2 import SPEC
+    from tao_tf.detectnet_v2.tasks.evaluate import evaluate_model_file
+
+    model, spec = str(trained["results"] / "weights" / "model.tlt"), str(trained["spec"])
+    tensorfile = tmp_path / "cal.tensorfile"
+    assert CLI.run("calibration_tensorfile", ["-e", spec, "-o", str(tensorfile), "-m", "-1"]) == 0
+    cache, int8 = tmp_path / "cal.bin", tmp_path / "int8.engine"
+    args = ["-m", model, "-k", KEY, "-e", spec, "-o", str(tmp_path / "int8.onnx"), "--data_type", "int8",
+            "--cal_data_file", str(tensorfile), "--batches", "2", "--batch_size", "4", "--cal_cache_file", str(cache),
+            "--engine_file", str(int8), "--max_batch_size", "4"]
+    assert CLI.run("export", args) == 0
+    lines = cache.read_text().splitlines()
+    assert lines[0].startswith("TRT-") and lines[0].endswith("-EntropyCalibration2") and len(lines) > 5
+    with pytest.raises(TaoUserError, match="already exists"):  # a named engine is never overwritten
+        CLI.resolve_task("export")(["-m", model, "-k", KEY, "-o", str(tmp_path / "again.onnx"), "--engine_file",
+                                    str(int8)])
+    fp32 = tmp_path / "fp32.engine"  # the FP32 engine of the same ONNX, by tao-deploy's own task
+    assert DEPLOY.run("gen_trt_engine", ["-m", str(tmp_path / "int8.onnx"), "-e", spec, "--engine_file", str(fp32),
+                                         "--max_batch_size", "4"]) == 0
+    keras = evaluate_model_file(SPEC.load("evaluate", spec), model, KEY)
+    got = {}
+    for name, engine in (("fp32", fp32), ("int8", int8)):
+        out = tmp_path / f"eval_{name}"
+        assert CLI.run("evaluate", ["-e", spec, "-m", str(engine), "-f", "tensorrt", "-r", str(out)]) == 0
+        got[name] = json.loads((out / "evaluate" / "results.json").read_text())
+        assert got[name]["engine"]["precision"] == name
+    assert got["fp32"]["mAP"] == pytest.approx(keras["mAP"], abs=1e-3)
+    assert 0.0 <= got["int8"]["mAP"] <= 1.0
+
+
+def test_qat_export_has_the_learned_scales(trained, tmp_path):
+    """A QAT model's export: Q/DQ pairs with the scales tfmot learned, those scales as the TensorRT
+    cache (no calibration data given) and as the INT8 engine's Q/DQ; --force_ptq recalibrates."""
+    from onnx import numpy_helper
+
+    from tao_deploy.engine.calibration import read_cache
+    from tao_deploy.engine.engine_file import read_engine
+    from tao_tf.detectnet_v2.model.io import load_model, save_model
+    from tao_tf.detectnet_v2.model.qat import quantize_model
+
+    model, meta, _ = load_model(str(trained["results"] / "weights" / "model.tlt"), KEY)
+    qat = quantize_model(model)
+    images = np.random.default_rng(0).random((4, 3, 96, 128), dtype=np.float32)
+    for _ in range(3):  # move the moving-average ranges off their initial values
+        qat(images, training=True)
+    path = tmp_path / "qat.tlt"
+    save_model(qat, str(path), KEY, {**meta, "qat": True})
+    cache, engine = tmp_path / "qat.bin", tmp_path / "qat.engine"
+    args = ["-m", str(path), "-k", KEY, "-o", str(tmp_path / "qat.onnx"), "--data_type", "int8", "--cal_cache_file",
+            str(cache), "--engine_file", str(engine), "--target_opset", "13"]
+    assert CLI.run("export", args) == 0
+    proto = onnx.load(str(tmp_path / "qat.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    pairs = {n.input[0]: (float(inits[n.input[1]]), int(inits[n.input[2]])) for n in proto.graph.node
+             if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    assert len(pairs) >= 5
+    learned = {v.name: float(v.numpy()) for v in qat.variables if v.name.endswith(("output_min:0", "output_max:0"))}
+    amax_keras = sorted(max(-learned[k], learned[k.replace("output_min", "output_max")])
+                        for k in learned if "output_min" in k)
+    scales = read_cache(cache).scales
+    assert set(scales) == set(pairs)
+    for tensor, (s, z) in pairs.items():
+        amax = s * max(z, 255 - z)
+        assert scales[tensor] == pytest.approx(amax / 127, rel=1e-6)
+        # the Q/DQ scale is tfmot's learned range (nudged to the uint8 grid: within one step)
+        assert min(abs(amax - a) for a in amax_keras) <= 2 * s
+    meta_e, payload = read_engine(engine)
+    assert meta_e["precision"] == "int8" and meta_e["qat"] is True
+    built = onnx.load_from_string(payload)
+    binits = {i.name: numpy_helper.to_array(i) for i in built.graph.initializer}
+    qs = {n.input[0]: float(binits[n.input[1]]) for n in built.graph.node
+          if n.op_type == "QuantizeLinear" and n.input[0] in scales}
+    assert qs and all(v == pytest.approx(scales[t], rel=1e-5) for t, v in qs.items())  # amax / 127
+    # --force_ptq (tao deploy's flag, the same code as export's): calibrated on images instead
+    ptq = tmp_path / "ptq.bin"
+    args = ["-m", str(tmp_path / "qat.onnx"), "--data_type", "int8", "--force_ptq", "--cal_image_dir",
+            str(trained["root"] / "images"), "--batches", "2", "--batch_size", "4", "--cal_cache_file", str(ptq),
+            "--engine_file", str(tmp_path / "ptq.engine")]
+    assert DEPLOY.run("gen_trt_engine", args) == 0
+    assert read_cache(ptq).scales != scales

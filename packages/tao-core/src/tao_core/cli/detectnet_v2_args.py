@@ -390,15 +390,22 @@ def _check_export(args: argparse.Namespace) -> None:
 _CHECKS = {"train": _check_train, "evaluate": _check_evaluate, "export": _check_export}
 
 
-def parse_args(task: str, argv: list[str]) -> argparse.Namespace:
-    """Parse and check a task's command line.
+def check_args(task: str, args: argparse.Namespace) -> None:
+    """The cross-flag checks of `parse_args` alone (export runs them once it has read the model:
+    a QAT model needs no calibration data for --data_type int8)."""
+    check = _CHECKS.get(_task_name(task))
+    if check:
+        check(args)
+
+
+def parse_args(task: str, argv: list[str], check: bool = True) -> argparse.Namespace:
+    """Parse and check a task's command line (`check=False`: parse only, see `check_args`).
 
     Bad input raises `TaoUserError` naming the flag and the problem; `-h/--help` prints the
     help and raises SystemExit(0) as argparse does.
     """
     name = _task_name(task)
     args = build_parser(name).parse_args(list(argv))
-    check = _CHECKS.get(name)
     if check:
-        check(args)
+        check_args(name, args)
     return args

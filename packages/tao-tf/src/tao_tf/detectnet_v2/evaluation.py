@@ -14,34 +14,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tao_core.metrics.detectnet import BoxFilter, evaluate_detections
-from tao_core.processing.detectnet import ClusteringParams, postprocess_detectnet
+from tao_core.metrics.detectnet import evaluate_detections
+from tao_core.processing.detectnet import postprocess_detectnet
+from tao_core.tasks.detectnet_v2 import clustering_params, kpi, metric_options, report  # noqa: F401 (re-exported)
 from tao_tf.detectnet_v2.data.pipeline import bbox_scale_offset, class_names, input_shape, numpy_frames
 
 log = logging.getLogger("tao_tf.detectnet_v2.evaluate")
-
-
-def clustering_params(experiment) -> dict[str, ClusteringParams]:
-    cfg = experiment.postprocessing_config.target_class_config
-    out = {}
-    for name in class_names(experiment):
-        out[name] = ClusteringParams.from_proto(cfg[name].clustering_config) if name in cfg else ClusteringParams()
-    return out
-
-
-def metric_options(experiment) -> dict:
-    ev = experiment.evaluation_config
-    names = class_names(experiment)
-    overlap = dict(ev.minimum_detection_ground_truth_overlap)
-    thresholds = {n: overlap.get(n, 0.5) or 0.5 for n in names}
-    filters = {}
-    for n in names:
-        if n in ev.evaluation_box_config:
-            b = ev.evaluation_box_config[n]
-            filters[n] = BoxFilter(b.minimum_height, b.maximum_height or np.inf, b.minimum_width,
-                                   b.maximum_width or np.inf)  # fmt: skip
-    mode = type(ev).APMode.Name(ev.average_precision_mode).lower()
-    return {"iou_thresholds": thresholds, "box_filters": filters, "ap_mode": mode}
 
 
 def run_model(predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], experiment, split: str,
@@ -84,25 +62,3 @@ def keras_predictor(model):
 def evaluate(predict, experiment, split: str = "val", batch_size: int = 8) -> dict:
     gt, preds = run_model(predict, experiment, split, batch_size)
     return evaluate_detections(gt, preds, class_names(experiment), **metric_options(experiment))
-
-
-def report(result: dict, validation_cost: float | None = None) -> str:
-    """The evaluation summary as TAO prints it."""
-    lines = []
-    if validation_cost is not None:
-        lines.append(f"Validation cost: {validation_cost:.6f}")
-    lines.append(f"Mean average_precision (in %): {100 * result['mAP']:.4f}")
-    lines.append("")
-    width = max(10, *(len(c) for c in result["per_class_ap"]))
-    lines.append(f"{'class name':<{width}}      average precision (in %)")
-    lines.append(f"{'-' * width}  --------------------------")
-    for name, ap in result["per_class_ap"].items():
-        lines.append(f"{name:<{width}}  {100 * ap:>26.4f}")
-    return "\n".join(lines)
-
-
-def kpi(result: dict) -> dict[str, float]:
-    """status.json kpi: mean_average_precision and one AP per class (in %)."""
-    out = {"mean average precision": 100 * result["mAP"]}
-    out.update({f"{name}": 100 * ap for name, ap in result["per_class_ap"].items()})
-    return out

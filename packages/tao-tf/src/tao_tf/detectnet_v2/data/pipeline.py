@@ -28,20 +28,11 @@ import tensorflow as tf
 
 from tao_core.data.kitti import normalize_mapping
 from tao_core.errors import TaoUserError
+from tao_core.tasks.detectnet_v2 import bbox_scale_offset, class_names, input_shape  # noqa: F401 (re-exported)
 from tao_tf.detectnet_v2.data.tfrecords import feature_spec
 from tao_tf.detectnet_v2.model.rasterizer import ClassRaster, rasterize
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def class_names(experiment) -> list[str]:
-    """The model's classes in output-channel order (cost_function_config.target_classes)."""
-    return [t.name for t in experiment.cost_function_config.target_classes]
-
-
-def input_shape(experiment) -> tuple[int, int, int]:
-    p = experiment.augmentation_config.preprocessing
-    return (p.output_image_channel or 3, p.output_image_height, p.output_image_width)
 
 
 def _fold_of(path: str) -> int | None:
@@ -228,11 +219,6 @@ def raster_configs(experiment) -> tuple[list[ClassRaster], float]:
             raise TaoUserError(f"bbox_rasterizer_config.target_class_config: no entry for class {name!r}")
         configs.append(ClassRaster.from_proto(cfg.target_class_config[name]))
     return configs, cfg.deadzone_radius or 0.67
-
-
-def bbox_scale_offset(experiment) -> tuple[float, float]:
-    bbox = experiment.model_config.objective_set.bbox
-    return bbox.scale or 35.0, bbox.offset or 0.5
 
 
 def training_dataset(experiment, batch_size: int, augment: bool = True, shuffle: bool = True,

@@ -1,4 +1,7 @@
-"""`detectnet_v2 evaluate -e SPEC -m MODEL [-k KEY] [--use_training_set] [-r DIR]`.
+"""`detectnet_v2 evaluate -e SPEC -m MODEL [-k KEY] [--use_training_set] [-f tlt|tensorrt] [-r DIR]`.
+
+MODEL is a .tlt model (-f tlt), or an engine (-f tensorrt, the default for non-.tlt files) that
+tao-deploy runs; both go through the same frames, clustering and AP.
 
 Runs the model on the validation fold (or validation_data_source; the training frames with
 --use_training_set), clusters with postprocessing_config and scores with tao-core's
@@ -27,10 +30,11 @@ def main(argv: list[str]) -> int:
     setup_task_logging(results_dir, "evaluate")
     with task_run(results_dir, "evaluate", network="detectnet_v2") as status:
         experiment = SPEC.load("evaluate", args.experiment_spec_file)
+        split = "train" if args.use_training_set else "val"
         if args.framework == "tensorrt":
-            raise TaoUserError("detectnet_v2 evaluate -f tensorrt: engines are evaluated by "
-                               "`tao deploy detectnet_v2 evaluate` (tao-deploy), not by tao-tf")  # fmt: skip
-        result = evaluate_model_file(experiment, args.model, args.key, "train" if args.use_training_set else "val")
+            result = evaluate_engine_file(experiment, args.model, split)
+        else:
+            result = evaluate_model_file(experiment, args.model, args.key, split)
         from tao_tf.detectnet_v2 import evaluation
 
         log.info("\n%s", evaluation.report(result))
@@ -48,6 +52,33 @@ def evaluate_model_file(experiment, model_path: str, key: str | None, split: str
     check_model_matches(model, meta, class_names(experiment), input_shape(experiment), model_path)
     batch = experiment.training_config.batch_size_per_gpu or 8
     return evaluation.evaluate(evaluation.keras_predictor(model), experiment, split, batch)
+
+
+def evaluate_engine_file(experiment, engine_path: str, split: str = "val") -> dict:
+    """The same evaluation of an engine built by export --engine_file / tao deploy gen_trt_engine
+    (tao-deploy runs it: TensorRT, or ONNX Runtime where TensorRT cannot run)."""
+    from tao_tf.detectnet_v2 import evaluation
+    from tao_tf.detectnet_v2.data.pipeline import class_names, input_shape
+
+    try:
+        from tao_deploy.detectnet_v2.engine import EnginePredictor
+    except ImportError as e:
+        raise TaoUserError(f"evaluate -f tensorrt needs tao-deploy ({e}); pip install tao-deploy") from None
+    with EnginePredictor(engine_path) as predict:
+        names = class_names(experiment)
+        if predict.class_names and list(predict.class_names) != names:
+            raise TaoUserError(f"{engine_path}: the engine was built for classes {predict.class_names}, the spec "
+                               f"names {names}")  # fmt: skip
+        if tuple(predict.input_chw) != tuple(input_shape(experiment)):
+            raise TaoUserError(f"{engine_path}: the engine takes input {tuple(predict.input_chw)} (C, H, W), the "
+                               f"spec's preprocessing gives {tuple(input_shape(experiment))}")  # fmt: skip
+        log.info("evaluating the %s %s engine %s", predict.engine.precision.upper(), predict.engine.backend,
+                 engine_path)
+        batch = experiment.training_config.batch_size_per_gpu or 8
+        result = evaluation.evaluate(predict, experiment, split, batch)
+        result["engine"] = {"path": str(engine_path), "precision": predict.engine.precision,
+                            "backend": predict.engine.backend}  # fmt: skip
+    return result
 
 
 def check_model_matches(model, meta: dict, classes: list[str], shape, path: str) -> None:

@@ -1,0 +1,258 @@
+"""DetectNet_v2 engines: build one from the exported ONNX / .etlt, and run one on images.
+
+    info = build_detectnet_engine("model.etlt", "model.engine", "int8", key=KEY,
+                                  cal_data_file="cal.tensorfile", cal_cache_file="cal.bin")
+    predict = EnginePredictor("model.engine")      # NCHW float images -> (output_cov, output_bbox)
+
+The engine contract is TAO's export: input `input_1` (N, C, H, W) RGB in [0, 1], outputs
+`output_cov/Sigmoid` (N, K, H/16, W/16) and `output_bbox/BiasAdd` (N, 4K, H/16, W/16).
+
+INT8 goes through tao_deploy.build_from_spec (one calibration path for every network):
+calibration data from `cal_data_file` (a tensorfile of calibration_tensorfile; written from
+`cal_image_dir` when it does not exist yet, as TAO's export does), else `cal_image_dir` images
+(tao_core.tasks.detectnet_v2.preprocess_image), and an existing `cal_cache_file` is reused
+without data. A QAT model (its ONNX holds Q/DQ pairs) is not calibrated: its learned scales
+(tao_deploy.engine.qat_scales) are written as the TensorRT calibration cache and the engine's
+Q/DQ graph is built from that cache; convolutions whose input has no learned scale (the
+network input: tfmot does not quantize it) stay float. `force_ptq` calibrates the QAT model's
+float graph instead, as TAO's --force_ptq does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tao_core.data.images import load_image_rgb
+from tao_core.errors import TaoUserError
+from tao_core.io.output_set import refuse_existing
+from tao_core.processing.detectnet import DEFAULT_OFFSET, DEFAULT_SCALE, ClusteringParams, postprocess_detectnet
+from tao_core.specs.common import CalibrationConfig, GenTrtEngineConfig, TrtConfig
+from tao_core.tasks.detectnet_v2 import preprocess_image
+from tao_deploy.engine import calibration as cal
+from tao_deploy.engine.builder import CHECK_IMAGES, EngineInfo, build_engine, build_from_spec
+from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs, static_dim
+from tao_deploy.engine.precision import normalize_precision
+from tao_deploy.engine.qat_scales import has_qdq, learned_scales
+from tao_deploy.runtime import Engine, load_engine
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input_1"
+COV, BBOX = "output_cov/Sigmoid", "output_bbox/BiasAdd"
+# Clustering of the FP16 / INT8 vs FP32 agreement check when no spec gives one: every cell with
+# some coverage, no minimum height (small test and demo inputs).
+CHECK_CLUSTERING = ClusteringParams(coverage_threshold=0.05, minimum_bounding_box_height=0.0)
+
+
+def check_detectnet_io(model, where: str) -> tuple[int, int, int]:
+    """(C, H, W) of a DetectNet_v2 ONNX; anything off TAO's export contract is one clear error."""
+    inputs = input_specs(model)
+    outputs = [o.name for o in output_specs(model)]
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise TaoUserError(f"{where}: a DetectNet_v2 model has one (N, C, H, W) input; this one has "
+                           f"{[(s.name, list(s.shape)) for s in inputs]}")  # fmt: skip
+    missing = [n for n in (COV, BBOX) if n not in outputs]
+    if missing:
+        raise TaoUserError(f"{where}: outputs {outputs} lack {missing}; expected TAO's DetectNet_v2 export "
+                           f"({COV}, {BBOX}), e.g. from `tao model detectnet_v2 export`")  # fmt: skip
+    dims = [static_dim(d) for d in inputs[0].shape[1:]]
+    if None in dims:
+        raise TaoUserError(f"{where}: input {inputs[0].name!r} has dynamic C/H/W {list(inputs[0].shape)}; "
+                           "DetectNet_v2 exports fix them")  # fmt: skip
+    return tuple(dims)
+
+
+def decoder(class_names: Sequence[str], params=None, scale: float = DEFAULT_SCALE, offset: float = DEFAULT_OFFSET):
+    """(outputs, batch) -> per image {scores, labels, boxes}: how agreement with FP32 is measured."""
+    names = list(class_names)
+    params = params or CHECK_CLUSTERING
+
+    def decode(outputs, batch):
+        frames = postprocess_detectnet(outputs[COV], outputs[BBOX], names, tuple(batch.shape[2:4]), params, scale,
+                                       offset)  # fmt: skip
+        out = []
+        for dets in frames:
+            out.append({"scores": np.array([d.confidence for d in dets], np.float64),
+                        "labels": np.array([names.index(d.class_name) for d in dets], np.int64),
+                        "boxes": np.array([d.bbox for d in dets], np.float64).reshape(-1, 4)})  # fmt: skip
+        return out
+
+    return decode
+
+
+def build_detectnet_engine(
+    onnx_source,
+    engine_file: str | os.PathLike,
+    data_type: str = "fp32",
+    *,
+    key: str | None = None,
+    cal_data_file: str | None = None,
+    cal_image_dir: str | Sequence[str] | None = None,
+    cal_cache_file: str | None = None,
+    batch_size: int = 8,
+    batches: int = 10,
+    min_batch_size: int = 1,
+    opt_batch_size: int = 1,
+    max_batch_size: int = 16,
+    force_ptq: bool = False,
+    backend: str = "auto",
+    workspace_mib: int = 1024,
+    class_names: Sequence[str] | None = None,
+    clustering=None,
+    bbox_scale_offset: tuple[float, float] = (DEFAULT_SCALE, DEFAULT_OFFSET),
+    check_images: list | None = None,
+    verbose: bool = False,
+) -> EngineInfo:
+    """Build `engine_file` (refused when it exists) from a DetectNet_v2 ONNX / .etlt (see the module docstring)."""
+    precision = normalize_precision(data_type)
+    refuse_existing(engine_file, "--engine_file")
+    where = str(onnx_source) if isinstance(onnx_source, (str, os.PathLike)) else "<model>"
+    model = load_onnx(onnx_source, key)
+    c, h, w = check_detectnet_io(model, where)
+    if precision == "int8":
+        model = _opset_for_int8(model)
+    image_dirs = [cal_image_dir] if isinstance(cal_image_dir, (str, os.PathLike)) else list(cal_image_dir or [])
+    keep_float: list[str] = []
+    qat = has_qdq(model)
+    if qat:
+        model, amax = learned_scales(model)
+        if precision == "int8" and not force_ptq:
+            cal_cache_file = _qat_cache(model, amax, cal_cache_file, Path(engine_file))
+            keep_float = _convs_without_scale(model, amax)
+            log.info("INT8 from the QAT model's learned scales (cache %s); kept in float (no learned input "
+                     "scale): %s", cal_cache_file, keep_float or "none")
+        elif precision == "int8":
+            log.info("--force_ptq: the QAT model's float graph is calibrated (post-training quantization)")
+    names = list(class_names or [])
+    spec = GenTrtEngineConfig(
+        onnx_file=where, trt_engine=str(engine_file), input_channel=c, input_height=h, input_width=w,
+        batch_size=-1, backend=backend, verbose=verbose,
+        tensorrt=TrtConfig(
+            data_type=precision.upper(), workspace_size=int(workspace_mib), min_batch_size=min_batch_size,
+            opt_batch_size=opt_batch_size, max_batch_size=max_batch_size,
+            calibration=CalibrationConfig(cal_image_dir=[str(d) for d in image_dirs], cal_cache_file=cal_cache_file,
+                                          cal_batch_size=batch_size, cal_batches=batches),
+        ),
+    )  # fmt: skip
+    metadata = {"network": "detectnet_v2", "qat": qat and not force_ptq, "bbox_scale": bbox_scale_offset[0],
+                "bbox_offset": bbox_scale_offset[1]}  # fmt: skip
+
+    def preprocess(path):
+        return preprocess_image(load_image_rgb(path), (h, w), c)
+
+    decode = decoder(names, clustering, *bbox_scale_offset) if names else None
+    if keep_float or (qat and precision == "int8" and not force_ptq):
+        # The learned Q/DQ sits on the inputs of the quantized ops: build that form (TensorRT's
+        # explicit quantization) on every backend; ONNX Runtime's CPU form would also need ranges
+        # of convolution outputs, which QAT does not learn.
+        check = None
+        if decode is not None and image_dirs:
+            paths = cal.find_images([str(d) for d in image_dirs])[1][:CHECK_IMAGES]
+            step = max(1, min(4, max_batch_size, len(paths)))
+            paths = paths[: len(paths) // step * step]
+            check = cal.ImageBatches(paths, step, preprocess) if paths else None
+        return build_engine(
+            model, engine_file, "int8", calibration=cal.Calibration(cache_file=cal_cache_file,
+                                                                    exclude_nodes=tuple(keep_float)),
+            backend=backend, workspace_mib=workspace_mib, metadata=metadata, class_names=names,
+            min_batch=min_batch_size, opt_batch=opt_batch_size, max_batch=max_batch_size, verbose=verbose,
+            int8_graph="tensorrt", check_data=check, decode=decode,
+        )  # fmt: skip
+    return build_from_spec(spec, preprocess=preprocess, model=model, class_names=names, metadata=metadata,
+                           cal_data_file=cal_data_file or None, decode=decode, check_images=check_images)  # fmt: skip
+
+
+# Per-channel QuantizeLinear / DequantizeLinear (the `axis` attribute) exist from opset 13;
+# TAO's DetectNet_v2 export writes opset 12 by default.
+INT8_MIN_OPSET = 13
+
+
+def _opset_for_int8(model):
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), INT8_MIN_OPSET)
+    if opset >= INT8_MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, INT8_MIN_OPSET)
+    except Exception as e:  # onnx raises its own error types for ops it cannot convert
+        raise TaoUserError(f"the model is opset {opset}; INT8 needs opset {INT8_MIN_OPSET} (per-channel Q/DQ) and "
+                           f"the conversion failed ({e}); export with --target_opset {INT8_MIN_OPSET}") from None
+    log.info("INT8: the opset %d model is converted to opset %d for per-channel Q/DQ", opset, INT8_MIN_OPSET)
+    return converted
+
+
+def _qat_cache(model, amax: dict[str, float], cache_file: str | None, engine_file: Path) -> str:
+    """Write the learned ranges as the TensorRT calibration cache (kept when it already holds them)."""
+    path = Path(cache_file) if cache_file else engine_file.with_suffix(".cal.bin")
+    if path.is_file():
+        existing = cal.read_cache(path).amax()
+        same = set(existing) == set(amax) and all(abs(existing[k] - v) <= 1e-6 * max(v, 1e-12) for k, v in amax.items())
+        if not same:
+            raise TaoUserError(f"--cal_cache_file {path} exists and does not hold this QAT model's learned scales; "
+                               "remove it (or name another file) so they can be written")  # fmt: skip
+        return str(path)
+    if not amax:
+        raise TaoUserError("the QAT model's Q/DQ pairs hold no per-tensor activation scale")
+    cal.write_cache(path, amax, "entropy")
+    log.info("wrote the QAT model's %d learned scales to the calibration cache %s", len(amax), path)
+    return str(path)
+
+
+def _convs_without_scale(model, amax: dict[str, float]) -> list[str]:
+    """Conv nodes whose activation input has no learned range: they stay float."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and n.input[0] not in consts and n.input[0] not in amax]
+
+
+class EnginePredictor:
+    """An engine as `predict(images NCHW float32) -> (output_cov, output_bbox)`, in batches the
+    engine's profile accepts (a last batch below its minimum is zero-padded, the padding dropped)."""
+
+    def __init__(self, engine: Engine | str | os.PathLike):
+        self.engine = engine if isinstance(engine, Engine) else load_engine(engine)
+        shapes = {n: s["shape"] for n, s in self.engine.inputs.items()}
+        missing = [n for n in (COV, BBOX) if n not in self.engine.output_names]
+        if len(shapes) != 1 or missing:
+            raise TaoUserError(f"{self.engine.source}: not a DetectNet_v2 engine (inputs {sorted(shapes)}, outputs "
+                               f"{self.engine.output_names}; expected one input and {COV}, {BBOX})")  # fmt: skip
+        (self.input_name,) = shapes
+        r = self.engine.profile[self.input_name]
+        self.min_batch, self.max_batch = int(r.min[0]), int(r.max[0])
+        self.input_chw = tuple(int(d) for d in r.opt[1:])
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.engine.class_names
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = np.asarray(images, np.float32)
+        if tuple(images.shape[1:]) != self.input_chw:
+            raise TaoUserError(f"{self.engine.source}: the engine takes (C, H, W) {self.input_chw}, "
+                               f"got images {tuple(images.shape[1:])}")  # fmt: skip
+        covs, bboxes = [], []
+        for i in range(0, len(images), self.max_batch):
+            chunk = images[i : i + self.max_batch]
+            n = len(chunk)
+            if n < self.min_batch:
+                chunk = np.concatenate([chunk, np.zeros((self.min_batch - n, *chunk.shape[1:]), np.float32)])
+            out = self.engine.run({self.input_name: chunk})
+            covs.append(out[COV][:n])
+            bboxes.append(out[BBOX][:n])
+        return np.concatenate(covs), np.concatenate(bboxes)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> EnginePredictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
