@@ -26,7 +26,7 @@ MODELS = {
 
 def _export_and_compare(model, path, dynamo):
     torch.manual_seed(0)
-    wrapper = DetrExportWrapper(model.eval())
+    wrapper = DetrExportWrapper(model).eval()  # eval on the wrapper: export restores its mode
     x = torch.randn(1, 3, 64, 96)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

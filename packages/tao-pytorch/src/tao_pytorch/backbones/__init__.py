@@ -1,29 +1,27 @@
 """Backbones for the DETR family.
 
 `build_backbone_body(name, ...)` returns a trunk whose `forward(images)` gives a list of feature
-maps and whose `num_channels` / `strides` describe them. Only ResNets exist so far; the other
-backbones the TAO tables list raise a clear NotImplementedError instead of failing later.
+maps and whose `num_channels` / `strides` describe them: ResNets (`resnet.py`) and GCViTs
+(`gc_vit.py`). The other backbones the TAO tables list raise a clear NotImplementedError instead
+of failing later.
 """
 
 from typing import Optional, Sequence
 
+from torch import nn
+
+from tao_pytorch.backbones.gc_vit import GCVIT_SPECS, GCViT, load_pretrained_gc_vit
 from tao_pytorch.backbones.resnet import RESNET_SPECS, FrozenBatchNorm2d, ResNet, load_pretrained_backbone
 
 # Named in the TAO DINO / Deformable DETR tables, not implemented here yet.
 NOT_YET_AVAILABLE = (
-    "gc_vit_xxtiny",
-    "gc_vit_xtiny",
-    "gc_vit_tiny",
-    "gc_vit_small",
-    "gc_vit_base",
-    "gc_vit_large",
     "fan_tiny",
     "fan_small",
     "fan_base",
     "fan_large",
     "vit_large_nvdinov2",
 )
-AVAILABLE = tuple(sorted(RESNET_SPECS))
+AVAILABLE = tuple(sorted(RESNET_SPECS)) + tuple(GCVIT_SPECS)
 
 
 def build_backbone_body(
@@ -32,8 +30,15 @@ def build_backbone_body(
     train_backbone: bool = True,
     pretrained_backbone_path: Optional[str] = None,
     frozen_bn: bool = True,
-) -> ResNet:
-    """Trunk `name` returning stages `return_indices` (0..3), weights loaded from a local file if given."""
+) -> nn.Module:
+    """Trunk `name` returning stages `return_indices` (0..3), weights loaded from a local file if given.
+    frozen_bn: ResNets only (GCViT has LayerNorms)."""
+    if name in GCVIT_SPECS:
+        body = GCViT(name, return_indices=return_indices)
+        if pretrained_backbone_path:
+            load_pretrained_gc_vit(body, pretrained_backbone_path)
+        body.freeze(train_backbone)
+        return body
     if name in NOT_YET_AVAILABLE or name.startswith(("gc_vit", "fan_", "vit_")):
         raise NotImplementedError(
             f"backbone {name!r} is not yet available in tao-pytorch; available backbones: {', '.join(AVAILABLE)}"
@@ -51,6 +56,7 @@ __all__ = [
     "AVAILABLE",
     "NOT_YET_AVAILABLE",
     "FrozenBatchNorm2d",
+    "GCViT",
     "ResNet",
     "build_backbone_body",
     "load_pretrained_backbone",

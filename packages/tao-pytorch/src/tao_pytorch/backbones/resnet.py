@@ -9,11 +9,12 @@ Stages are numbered 0..3 (= layer1..layer4, strides 4, 8, 16, 32), the numbering
 Deformable DETR / DINO it is a 3x3 stride-2 conv in the detector's `input_proj`.
 """
 
-from pathlib import Path
 from typing import List, Sequence
 
 import torch
 from torch import nn
+
+from tao_pytorch.backbones.weights import load_backbone_weights
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -186,59 +187,17 @@ def resnet_50(**kwargs) -> ResNet:
     return ResNet("resnet_50", **kwargs)
 
 
-# Prefixes other tools put in front of torchvision's names (detector checkpoints, DDP, Lightning).
-_STRIP_PREFIXES = (
-    "module.",
-    "model.model.backbone.0.body.",
-    "model.backbone.0.body.",
-    "backbone.0.body.",
-    "backbone.",
-    "body.",
-)
-# Keys of a classification checkpoint that a trunk does not have.
-_IGNORED = ("fc.", "num_batches_tracked")
-
-
 def load_pretrained_backbone(body: ResNet, path) -> None:
     """Load a local torchvision-layout ResNet state dict into `body`.
 
     Accepts a raw state dict or one wrapped in {"state_dict": ...} / {"model": ...}; strips DDP,
     Lightning and detector prefixes; ignores the classifier (`fc.*`) and `num_batches_tracked`.
-    Anything else that does not fit raises ValueError naming the file and the offending keys.
-    Never unpickles arbitrary objects (weights_only=True).
+    Anything else that does not fit raises ValueError naming the file and the offending keys
+    (`backbones.weights.load_backbone_weights`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained backbone file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
-    state = {}
-    for k, v in obj.items():
-        for p in _STRIP_PREFIXES:
-            if k.startswith(p):
-                k = k[len(p) :]
-                break
-        if k.startswith(_IGNORED[0]) or k.endswith(_IGNORED[1]):
-            continue
-        state[k] = v
-    own = body.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong_shape)):
-            if keys:
-                shown = ", ".join(
-                    f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" if label == "shape mismatch" else k
-                    for k in keys[:5]
-                )
-                parts.append(f"{len(keys)} {label} ({shown}{', ...' if len(keys) > 5 else ''})")
-        raise ValueError(
-            f"{path} does not fit backbone {body.name} (torchvision ResNet key names expected): " + "; ".join(parts)
-        )
-    body.load_state_dict(state, strict=True)
+    load_backbone_weights(
+        body,
+        path,
+        layout="torchvision ResNet",
+        ignorable=lambda k: k.startswith("fc.") or k.endswith("num_batches_tracked"),
+    )

@@ -133,12 +133,17 @@ def freeze_modules(model: nn.Module, paths: Iterable[str]) -> list[str]:
 
 
 def checkpointed_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer encoder and decoder layers (the activation-heavy part of DETR models)."""
+    """The transformer encoder and decoder layers (the activation-heavy part of DETR models), and
+    the units a backbone trunk lists with a `checkpoint_units()` method (e.g. GCViT's stages)."""
     transformer = getattr(model, "transformer", None)
     layers: list[nn.Module] = []
     for part in ("encoder", "decoder"):
         stack = getattr(transformer, part, None)
         layers += list(getattr(stack, "layers", []))
+    for m in model.modules():
+        units = getattr(m, "checkpoint_units", None)
+        if callable(units):
+            layers += list(units())
     return layers
 
 
