@@ -45,6 +45,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from tao_core.errors import TaoUserError
 from tao_core.results.checkpoints import latest_checkpoint_name, resolve_resume
 from tao_core.results.run_dir import record_experiment
 from tao_core.results.stop import TaskStopped, current_stop
@@ -215,4 +216,23 @@ def fit(module: pl.LightningModule, cfg: Any, ctx: Any, checkpoint_prefix: str, 
         if type(exc).__name__ == "SIGTERMException":
             raise TaskStopped(15) from None
         raise
+    except RuntimeError as exc:
+        if trainer.world_size > 1 and any(mark in str(exc) for mark in PEER_FAILED_MARKS):
+            raise TaoUserError(_peer_failed_message(trainer)) from None
+        raise
     return trainer
+
+
+# How torch.distributed reports, on the ranks still running, that another rank's process died
+# (gloo's TCP pair, NCCL's watchdog): the cause is that rank's own error, already printed.
+PEER_FAILED_MARKS = ("Connection closed by peer", "Connection reset by peer", "remote process exited",
+                     "NCCL communicator was aborted")
+
+
+def _peer_failed_message(trainer: pl.Trainer) -> str:
+    guard = next((cb for cb in trainer.callbacks if isinstance(cb, ProgressGuard)), None)
+    saved = guard.saved_on_exit if guard is not None else None
+    kept = (f"the trained steps are kept in {saved}: run the same command again to resume" if saved
+            else "the last checkpoint (if any) is the resume point")
+    return (f"training process {trainer.global_rank} of {trainer.world_size} stopped because another one failed "
+            f"(its error is printed above); {kept}")

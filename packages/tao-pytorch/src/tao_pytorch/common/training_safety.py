@@ -7,7 +7,9 @@
 - any exception out of the loop (a stop, a DataLoader error in validation, a bug): if steps
   were trained since the last checkpoint, a resumable checkpoint
   `model_epoch_XXX_step_XXXXX.pth` is written and the latest link pointed at it, so the next
-  run in the same results dir resumes from there. The stopped status line names it.
+  run in the same results dir resumes from there. The stopped status line names it. With
+  several processes (DDP) the rank that failed writes it alone, without the collectives the
+  other ranks can no longer join; not when the optimizer state is sharded (ddp_sharded, FSDP).
   Except when a stop interrupts an optimizer update (the grace period ran out, or a second
   signal came, between the gradients and the end of the step): the weights may hold a
   half-applied step, so nothing is written and the last checkpoint stays the resume point.
@@ -83,16 +85,26 @@ class ProgressGuard(pl.Callback):
             if stop is not None:
                 stop.notes.append(note)
             return
-        if trainer.world_size > 1 and not stopping:
-            log.warning("training failed at step %d; with %d processes no checkpoint is written on the way out",
+        name = self.checkpoint_cb.format_checkpoint_name({"epoch": trainer.current_epoch, "step": trainer.global_step})
+        latest = os.path.join(self.checkpoint_cb.dirpath, self.checkpoint_cb.CHECKPOINT_NAME_LAST + ".pth")
+        # An error on one of several ranks: the others wait in a collective that will never
+        # complete, so the failing rank writes alone (every rank has the same weights and, unless
+        # the optimizer state is sharded, the same optimizer state).
+        alone = trainer.world_size > 1 and not stopping
+        if alone and _optimizer_state_sharded(trainer):
+            log.warning("training failed at step %d; the optimizer state is sharded across %d processes, so no "
+                        "resumable checkpoint can be written by one of them on the way out",
                         trainer.global_step, trainer.world_size)
             return
-        name = self.checkpoint_cb.format_checkpoint_name({"epoch": trainer.current_epoch, "step": trainer.global_step})
         try:
-            trainer.save_checkpoint(name)
-            if trainer.is_global_zero:
-                latest = os.path.join(self.checkpoint_cb.dirpath, self.checkpoint_cb.CHECKPOINT_NAME_LAST + ".pth")
+            if alone:
+                trainer.strategy.checkpoint_io.save_checkpoint(
+                    trainer._checkpoint_connector.dump_checkpoint(weights_only=False), name)
                 replace_link(name, latest)
+            else:
+                trainer.save_checkpoint(name)
+                if trainer.is_global_zero:
+                    replace_link(name, latest)
         except Exception as err:  # noqa: BLE001 - the original exception is what the user must see
             log.error("could not write a checkpoint on the way out (%s: %s)", type(err).__name__, err)
             return
@@ -101,9 +113,17 @@ class ProgressGuard(pl.Callback):
         log.warning("%s; run the same command again to resume", note)
         if stop is not None:
             stop.notes.append(note)
-        if self.status is not None and trainer.is_global_zero:
+        if self.status is not None and (trainer.is_global_zero or alone):
             self.status.write("RUNNING", note + "; run the same command again to resume", verbosity="WARNING",
                               epoch=trainer.current_epoch + 1, step=trainer.global_step)
+
+
+def _optimizer_state_sharded(trainer: Any) -> bool:
+    """True when each rank holds only part of the optimizer state (ZeroRedundancyOptimizer, FSDP):
+    gathering it is a collective the other ranks will not join after an error on this one."""
+    if "FSDP" in type(trainer.strategy).__name__:
+        return True
+    return any(hasattr(getattr(o, "_optimizer", o), "consolidate_state_dict") for o in trainer.optimizers)
 
 
 def _experiment_differences(results_dir: str, cfg: Any, limit: int = 3) -> list[str]:
