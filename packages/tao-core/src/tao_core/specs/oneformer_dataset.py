@@ -11,6 +11,7 @@ Seed 004 supports three annotation formats, one per segmentation task, and a spl
 from dataclasses import dataclass
 from typing import List, Optional
 
+from tao_core.spec.access import spec_get
 from tao_core.spec.fields import spec_field
 
 DATASET_TYPES = ["default", "serialized"]
@@ -41,6 +42,15 @@ class AugmentationConfig:
 
 
 @dataclass
+class TaskProbConfig:
+    # TAO's dataset.task_prob_train: the share of training samples given each task's targets
+    # (renormalised over the tasks a split's format can give; see tao_pytorch.oneformer.data).
+    semantic: float = spec_field(0.33, "Probability of the semantic task for a training sample.", ge=0, le=1)
+    instance: float = spec_field(0.66, "Probability of the instance task for a training sample.", ge=0, le=1)
+    panoptic: float = spec_field(0.01, "Probability of the panoptic task for a training sample.", ge=0, le=1)
+
+
+@dataclass
 class DatasetConfig:
     train: SplitConfig = spec_field(SplitConfig, "Train dataset configuration.")
     val: SplitConfig = spec_field(SplitConfig, "Validation dataset configuration.")
@@ -61,6 +71,9 @@ class DatasetConfig:
     min_scale: float = spec_field(0.1, "Smallest large-scale-jitter factor.", gt=0)
     max_scale: float = spec_field(2.0, "Largest large-scale-jitter factor.", gt=0)
     cutmix_prob: float = spec_field(0.0, "Probability of CutMix on a training sample.", ge=0, le=1)
+    task_prob_train: TaskProbConfig = spec_field(TaskProbConfig, "Task probabilities of the training samples (TAO).")
+    task_seq_len: int = spec_field(77, "Token length of the task text.", gt=0)
+    max_seq_len: int = spec_field(77, "Token length of the text queries.", gt=0)
 
 
 def split_format(split) -> Optional[str]:
@@ -68,9 +81,9 @@ def split_format(split) -> Optional[str]:
 
     Only the file names are looked at: specs are checked before any data is read.
     """
-    annotations = split.annotations
+    annotations = spec_get(split, "annotations")
     if not annotations:
         return None
     if str(annotations).lower().endswith(".jsonl"):
         return "semantic"
-    return "panoptic" if split.panoptic else "instance"
+    return "panoptic" if spec_get(split, "panoptic") else "instance"
