@@ -142,7 +142,7 @@ def test_min_scale_above_max_scale():
         ("model.backbone.swin.num_heads=[5,12,24,48]", "model.backbone.swin.num_heads[0]"),
         ("model.backbone.swin.out_features=[res2,res3,res4]", "model.backbone.swin.out_features"),
         ("model.one_former.num_feature_levels=4", "model.one_former.num_feature_levels"),
-        ("model.sem_seg_head.deformable_transformer_encoder_in_features=[res2,res4,res5]",
+        ("model.sem_seg_head.in_features=[res4,res5]",
          "model.sem_seg_head.deformable_transformer_encoder_in_features[0]"),
     ],
 )
@@ -158,7 +158,7 @@ def test_out_indices_beyond_the_stages():
 
 def test_head_reads_only_features_the_backbone_outputs():
     errs = errors_of("train", "model.backbone.swin.out_indices=[0,1,2]", "model.backbone.swin.out_features=[res2,res3,res4]")
-    assert [e.path for e in errs] == ["model.sem_seg_head.in_features[2]"]
+    assert [e.path for e in errs] == ["model.sem_seg_head.in_features[3]"]
 
 
 def test_small_swin_for_cpu_runs_is_allowed():

@@ -76,8 +76,10 @@ class SemSegHeadConfig:
     num_classes: int = spec_field(133, "Number of classes (without the 'no object' class).", gt=0)
     ignore_value: int = spec_field(255, "Label value ignored by the semantic loss and metrics.", ge=0)
     loss_weight: float = spec_field(1.0, "Loss weight of the segmentation head.", ge=0)
+    # SHI-Labs' value: res2 feeds the FPN level that makes the stride-4 mask features
+    # (common_stride); the deformable encoder reads deformable_transformer_encoder_in_features.
     in_features: List[str] = spec_field(
-        ["res3", "res4", "res5"], "Backbone feature maps the pixel decoder reads.", item_options=FEATURE_NAMES
+        ["res2", "res3", "res4", "res5"], "Backbone feature maps the pixel decoder reads.", item_options=FEATURE_NAMES
     )
     common_stride: int = spec_field(4, "Stride of the per-pixel embedding (mask features).", options=[4, 8, 16, 32])
     transformer_enc_layers: int = spec_field(6, "Deformable-attention encoder layers of the pixel decoder.", gt=0)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tao_pytorch.backbones.vit_layers import DropPath, Mlp, relative_position_index
 from tao_pytorch.backbones.weights import load_backbone_weights
 
 # TAO's gc_vit_model_dict (detection): depths, heads, base width, MLP ratio, layer scale.
@@ -48,36 +49,6 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def _channels_first(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drops the residual branch per sample with probability p in training."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class SqueezeExcitation(nn.Module):
@@ -181,15 +152,6 @@ class GlobalQueryGen(nn.Module):
         return x.permute(0, 1, 3, 2, 4)
 
 
-def _relative_position_index(window: int) -> torch.Tensor:
-    """(w*w, w*w) index into the (2w-1)^2 relative-position bias table (Swin's layout).
-    Built on the CPU whatever the default device (a meta-device model then needs no decompositions)."""
-    r = torch.arange(window, device="cpu")
-    coords = torch.stack(torch.meshgrid(r, r, indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
-    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
-
-
 class WindowAttention(nn.Module):
     """Multi-head attention inside each window with a learned relative-position bias.
 
@@ -205,7 +167,7 @@ class WindowAttention(nn.Module):
         self.global_query = global_query
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", _relative_position_index(window))
+        self.register_buffer("relative_position_index", relative_position_index(window))
         self.qkv = nn.Linear(dim, dim * (2 if global_query else 3))
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)

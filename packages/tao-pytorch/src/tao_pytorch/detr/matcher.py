@@ -27,6 +27,13 @@ def focal_class_cost(
     return pos[:, tgt_ids] - neg[:, tgt_ids]
 
 
+def linear_assignment(cost: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(P, T) cost -> (prediction indices, target indices), int64 on the CPU, sorted by prediction:
+    the min(P, T) pairs of least total cost (scipy's linear_sum_assignment)."""
+    i, j = linear_sum_assignment(cost.detach().cpu().numpy())
+    return torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)
+
+
 class HungarianMatcher(nn.Module):
     def __init__(
         self,
@@ -64,8 +71,4 @@ class HungarianMatcher(nn.Module):
             empty = torch.zeros(0, dtype=torch.int64)
             return [(empty, empty) for _ in targets]
         cost = self.cost_matrix(outputs, targets).cpu()
-        out = []
-        for b, c in enumerate(cost.split(sizes, -1)):
-            i, j = linear_sum_assignment(c[b].numpy())
-            out.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
-        return out
+        return [linear_assignment(c[b]) for b, c in enumerate(cost.split(sizes, -1))]

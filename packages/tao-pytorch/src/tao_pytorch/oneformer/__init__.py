@@ -1,0 +1,1 @@
+"""OneFormer (seed 004): task-conditioned universal segmentation (semantic, instance, panoptic)."""
