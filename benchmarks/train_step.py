@@ -30,7 +30,8 @@ Repeats are alternated across the variants (network x device), the order rotated
 Reported per variant: median and min-max over repeats.
 
 Variants: network x device x MSDA kernel (--msda-kernels, default "auto": the module default;
-e.g. `--msda-kernels pytorch auto` compares the grid_sample core with the sparse CPU kernel).
+e.g. `--msda-kernels pytorch auto` compares the grid_sample core with the sparse CPU kernel)
+x backbone (--backbones, default the spec's; e.g. `--backbones resnet_50 gc_vit_xxtiny`).
 
 --synthetic HxWxB (e.g. 320x320x3): instead of the spec's data, fixed random batches of
 --batch-size images of H x W with B random boxes each (the shapes of a benchmark that states them).
@@ -304,6 +305,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--msda-kernels", nargs="+", default=["auto"],
                     help="MSDA kernels to compare (names of tao_pytorch.detr.msda.MSDA_KERNELS, or auto)")
+    ap.add_argument("--backbones", nargs="+", default=[None],
+                    help="backbones to compare (model.backbone values, e.g. resnet_50 gc_vit_xxtiny); default: the spec's")
     ap.add_argument("--synthetic", help="HxWxB: random batches of HxW images with B boxes each, not the spec's data")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--msda-kernel", default="auto", help=argparse.SUPPRESS)
@@ -322,14 +325,14 @@ def main() -> None:
         sys.exit("--device cuda: torch sees no CUDA device")
     devices = {"cpu": ["cpu"], "cuda": ["cuda"]}.get(args.device, ["cpu", "cuda"] if cuda else ["cpu"])
     networks = NETWORKS if args.network == "both" else (args.network,)
-    variants = [(n, d, k) for n in networks for d in devices for k in args.msda_kernels]
+    variants = [(n, d, k, b) for n in networks for d in devices for k in args.msda_kernels for b in args.backbones]
     dropped = {n: load_cfg(n, args.spec, list(args.overrides))[1] for n in networks}
 
-    runs: dict[tuple[str, str, str], list[dict]] = {v: [] for v in variants}
+    runs: dict[tuple[str, str, str, str | None], list[dict]] = {v: [] for v in variants}
     t_start = time.perf_counter()
     for r in range(args.repeats):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
-        for network, device, kernel in order:
+        for network, device, kernel, backbone in order:
             cmd = [sys.executable, __file__, "--child", "--spec", args.spec, "--network", network, "--device", device,
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
                    "--activation-checkpoint", args.activation_checkpoint, "--msda-kernel", kernel]
@@ -339,16 +342,16 @@ def main() -> None:
                 cmd += ["--batch-size", str(args.batch_size)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
-            cmd += list(args.overrides)
+            cmd += list(args.overrides) + ([f"model.backbone={backbone}"] if backbone else [])
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.stderr.write(proc.stderr)
-                sys.exit(f"repeat {r} of {network}/{device}/{kernel} failed (exit {proc.returncode})")
+                sys.exit(f"repeat {r} of {network}/{device}/{kernel}/{backbone} failed (exit {proc.returncode})")
             rec = json.loads(proc.stdout.strip().splitlines()[-1])
             rec["process_s"] = time.perf_counter() - t
-            runs[(network, device, kernel)].append(rec)
-            print(f"repeat {r} {network}/{device}/msda={kernel}: {rec['images_per_s']:.2f} img/s, "
+            runs[(network, device, kernel, backbone)].append(rec)
+            print(f"repeat {r} {network}/{device}/msda={kernel}/{backbone or 'spec'}: {rec['images_per_s']:.2f} img/s, "
                   f"{rec['step_s_mean']:.2f} s/step", file=sys.stderr, flush=True)
 
     result = {
@@ -360,7 +363,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - t_start, 1),
         "results": {},
     }
-    for (network, device, kernel), recs in runs.items():
+    for (network, device, kernel, backbone), recs in runs.items():
         first = recs[0]
         entry = {
             "images_per_s": _summary([x["images_per_s"] for x in recs]),
@@ -386,6 +389,9 @@ def main() -> None:
         if dropped[network]:
             entry["spec_model_keys_dropped"] = dropped[network]
         name = device if len(args.msda_kernels) == 1 else f"{device}/msda={kernel}"
+        if backbone:
+            entry["backbone"] = backbone
+            name += f"/{backbone}"
         result["results"].setdefault(network, {})[name] = entry
     print(json.dumps(result, indent=2))
 
