@@ -2,6 +2,8 @@
 latency / throughput at batch 1 and 8, unpruned vs pruned ONNX Runtime, and training images/s.
 
     /work/venv-tf/bin/python benchmarks/detectnet.py [--height 384 --width 640 --layers 18 --repeats 5]
+    /work/venv-tf/bin/python benchmarks/detectnet.py --demo-dir results/demo_detectnet_v2 \
+        --skip clustering inference training          # the demo's trained models only
 
 Every variant pair runs alternating in this one process, `--repeats` times; figures are the
 median with [min, max]. The load average is recorded: on a shared machine only differences
@@ -15,6 +17,13 @@ larger than the spread mean anything.
 - pruning: the same model pruned with -pth `--prune-threshold` after giving its filters
   spread-out norms (a trained model's norms are spread; random init's are not), ONNX Runtime.
   AP after retraining is not measured here.
+- trained (with `--demo-dir DIR`, the output folder of `bash examples/demo.sh detectnet_v2 DIR`):
+  the demo's trained models, not random ones. Four ONNX Runtime engines built here through
+  tao-deploy from the unpruned model (train/weights/model.tlt) and the pruned + retrained one
+  (retrain/weights/model.tlt), each FP32 and INT8 (calibrated on the demo's calibration
+  tensorfile); AP of each on the validation fold (tao-tf's evaluation, the spec of its training);
+  latency at batch 1 and 8 of the four, alternating; and the ratios against the targets
+  (INT8 >= 1.5x FP32 throughput at batch 8 within 1 AP point; pruned >= 1.5x faster within 2).
 - training: images/s of the compiled train step (forward, TAO cost, backward, Adam) on
   synthetic batches; the tf.data input pipeline is not included.
 """
@@ -117,6 +126,81 @@ def inference_and_pruning(args) -> dict:
     return out
 
 
+def trained_models(args) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from tao_core.specs.detectnet_v2 import SPEC
+    from tao_core.tasks import detectnet_v2 as dn
+    from tao_deploy.detectnet_v2.engine import EnginePredictor, build_detectnet_engine
+    from tao_deploy.engine.builder import CHECK_IMAGES
+    from tao_deploy.engine.precision import cpu_has_vnni
+    from tao_tf.detectnet_v2.data.pipeline import split_image_paths
+    from tao_tf.detectnet_v2.model.io import load_model
+    from tao_tf.detectnet_v2.model.onnx_export import keras_to_onnx
+    from tao_tf.detectnet_v2.tasks.evaluate import evaluate_engine_file
+
+    demo = Path(args.demo_dir)
+    models = {"unpruned": (demo / "train/weights/model.tlt", demo / "specs/train.txt"),
+              "pruned": (demo / "retrain/weights/model.tlt", demo / "specs/retrain.txt")}  # fmt: skip
+    tensorfile = demo / "export/cal.tensorfile"
+    out = {"demo_dir": str(demo), "cpu_has_vnni": cpu_has_vnni(), "variants": {}}
+    engines = {}
+    with tempfile.TemporaryDirectory(prefix="dn-bench-") as tmp:
+        for name, (path, spec_path) in models.items():
+            experiment = SPEC.load("evaluate", str(spec_path))
+            model, _, _ = load_model(str(path), args.key)
+            onnx_bytes = keras_to_onnx(model, 13).SerializeToString()
+            common = dict(max_batch_size=8, opt_batch_size=8, class_names=dn.class_names(experiment),
+                          clustering=dn.clustering_params(experiment), backend="onnxruntime",
+                          check_images=split_image_paths(experiment, "val", CHECK_IMAGES))  # fmt: skip
+            for precision in ("fp32", "int8"):
+                engine = os.path.join(tmp, f"{name}_{precision}.engine")
+                extra = {} if precision == "fp32" else dict(cal_data_file=str(tensorfile), batch_size=8, batches=10,
+                                                            cal_cache_file=os.path.join(tmp, f"{name}.cal.bin"))
+                info = build_detectnet_engine(onnx_bytes, engine, precision, **common, **extra)
+                result = evaluate_engine_file(experiment, engine)
+                key = f"{name}_{precision}"
+                engines[key] = EnginePredictor(engine)
+                out["variants"][key] = {"parameters": model.count_params(), "AP_percent": 100 * result["mAP"],
+                                        "engine_agreement_with_fp32": info.agreement}  # fmt: skip
+            del model
+        shape = engines["unpruned_fp32"].input_chw
+        rng = np.random.default_rng(0)
+        for batch in (1, 8):
+            x = rng.random((batch, *shape), dtype=np.float32)
+            for predict in engines.values():
+                predict(x)  # warm-up
+            times = {k: [] for k in engines}
+            for _ in range(args.repeats):  # alternating variants
+                for k, predict in engines.items():
+                    times[k].append(_timed(lambda p=predict, x=x: p(x), 5))
+            for k, v in times.items():
+                out["variants"][k][f"batch_{batch}"] = {"latency_ms": _summary([1000 * t for t in v]),
+                                                        "images_per_s": _summary([batch / t for t in v])}  # fmt: skip
+        for predict in engines.values():
+            predict.close()
+    v = out["variants"]
+
+    def ratio(a, b, batch):  # throughput of a over b (medians)
+        return v[a][f"batch_{batch}"]["images_per_s"]["median"] / v[b][f"batch_{batch}"]["images_per_s"]["median"]
+
+    out["targets"] = {
+        "int8_vs_fp32_throughput_b8": {p: round(ratio(f"{p}_int8", f"{p}_fp32", 8), 3) for p in models},
+        "int8_minus_fp32_AP_points": {p: round(v[f"{p}_int8"]["AP_percent"] - v[f"{p}_fp32"]["AP_percent"], 3)
+                                      for p in models},
+        "int8_target_met": all(ratio(f"{p}_int8", f"{p}_fp32", 8) >= 1.5 and
+                               abs(v[f"{p}_int8"]["AP_percent"] - v[f"{p}_fp32"]["AP_percent"]) <= 1.0 for p in models),
+        "pruned_vs_unpruned_speedup_fp32": {f"batch_{b}": round(ratio("pruned_fp32", "unpruned_fp32", b), 3)
+                                            for b in (1, 8)},
+        "pruned_minus_unpruned_AP_points": round(v["pruned_fp32"]["AP_percent"] - v["unpruned_fp32"]["AP_percent"], 3),
+    }  # fmt: skip
+    t = out["targets"]
+    t["pruned_target_met"] = (min(t["pruned_vs_unpruned_speedup_fp32"].values()) >= 1.5
+                              and t["pruned_minus_unpruned_AP_points"] >= -2.0)  # fmt: skip
+    return out
+
+
 def training(args) -> dict:
     import tensorflow as tf
     import tf_keras as keras
@@ -157,11 +241,17 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=10)
     p.add_argument("--prune-threshold", type=float, default=0.5)
     p.add_argument("--train-batch", type=int, default=4)
-    p.add_argument("--skip", nargs="*", default=[], choices=["clustering", "inference", "training"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["clustering", "inference", "training", "trained"])
+    p.add_argument("--demo-dir", default=None, help="output folder of the DetectNet_v2 demo: benchmark its models")
+    p.add_argument("--key", default="tlt_encode", help="key of the demo's models")
     args = p.parse_args()
     result = {"machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
               "config": vars(args)}  # fmt: skip
-    for name, fn in (("clustering", clustering), ("inference", inference_and_pruning), ("training", training)):
+    sections = (("clustering", clustering), ("inference", inference_and_pruning), ("training", training),
+                ("trained", trained_models))  # fmt: skip
+    for name, fn in sections:
+        if name == "trained" and not args.demo_dir:
+            continue
         if name not in args.skip:
             print(f"running {name} ...", file=sys.stderr)
             result[name] = fn(args)

@@ -144,6 +144,10 @@ def test_int8_from_tensorfile_writes_a_tensorrt_cache(work):
     lines = cache.read_text().splitlines()
     assert lines[0].startswith("TRT-") and lines[0].endswith("EntropyCalibration2")
     assert any(line.startswith("input_1: ") for line in lines[1:])
+    # checked against FP32 on the spec's images left aside from calibration: agreement and speed in status.json
+    status = [json.loads(line) for line in (work / "gen_trt_engine" / "status.json").open()]
+    kpi = [s["kpi"] for s in status if "agreement_mean_iou" in (s.get("kpi") or {})][-1]
+    assert kpi["agreement_images"] == 8.0 and kpi["agreement_speedup_vs_fp32"] > 0
     result = _evaluate(work, engine, work / "eval_int8")
     assert result["engine"]["precision"] == "int8" and 0.0 <= result["mAP"] <= 1.0
 

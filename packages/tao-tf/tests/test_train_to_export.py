@@ -202,6 +202,14 @@ def test_export_int8_engines_and_evaluate_tensorrt(trained, tmp_path):
     assert CLI.run("export", args) == 0
     lines = cache.read_text().splitlines()
     assert lines[0].startswith("TRT-") and lines[0].endswith("-EntropyCalibration2") and len(lines) > 5
+    # the tensorfile leaves no images aside: the INT8 engine is checked against FP32 on the spec's
+    # 3 validation images (one by one), and the agreement with its speed ratio reaches status.json and the log
+    status = [json.loads(line) for line in (tmp_path / "export" / "status.json").open()]
+    kpi = [s["kpi"] for s in status if "agreement_mean_iou" in (s.get("kpi") or {})]
+    assert kpi and kpi[-1]["agreement_images"] == 3.0 and 0.0 <= kpi[-1]["agreement_mean_iou"] <= 1.0
+    assert kpi[-1]["agreement_speedup_vs_fp32"] > 0
+    log_text = (tmp_path / "export" / "export.log").read_text()
+    assert "INT8 engine vs FP32 graph on 3 held-out images" in log_text
     with pytest.raises(TaoUserError, match="already exists"):  # a named engine is never overwritten
         CLI.resolve_task("export")(["-m", model, "-k", KEY, "-o", str(tmp_path / "again.onnx"), "--engine_file",
                                     str(int8)])

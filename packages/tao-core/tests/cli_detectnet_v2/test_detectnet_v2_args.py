@@ -446,6 +446,7 @@ def test_invalid_choice(task, extra, flag, allowed):
         ("export", "--batch_size 0", "--batch_size", "expected a positive integer, got '0'"),
         ("export", "--max_workspace_size 1GB", "--max_workspace_size", "got '1GB'"),
         ("export", "--target_opset x", "--target_opset", "got 'x'"),
+        ("export", "--target_opset 6", "--target_opset", "expected an ONNX opset >= 7 (TAO's default 12), got '6'"),
         ("export", "--static_batch_size b", "--static_batch_size", "expected an integer, got 'b'"),
     ],
 )

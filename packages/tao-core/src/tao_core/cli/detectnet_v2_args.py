@@ -67,6 +67,15 @@ def _positive_int(text: str) -> int:
     return _integer(text, "a positive integer", lambda v: v >= 1)
 
 
+# The oldest ONNX opset ONNX Runtime runs (TensorRT's parser needs 9): an older export could not
+# be checked against Keras nor built into an engine. TAO's default is 12; INT8 Q/DQ uses 13.
+MIN_ONNX_OPSET = 7
+
+
+def _opset(text: str) -> int:
+    return _integer(text, f"an ONNX opset >= {MIN_ONNX_OPSET} (TAO's default 12)", lambda v: v >= MIN_ONNX_OPSET)
+
+
 def _non_negative_int(text: str) -> int:
     return _integer(text, "an integer >= 0", lambda v: v >= 0)
 
@@ -305,7 +314,7 @@ def _export(p: argparse.ArgumentParser) -> None:
         default=-1,
         help="fixed batch size of the exported model, -1 for dynamic (default: -1)",
     )
-    p.add_argument("--target_opset", type=_positive_int, default=12, help="ONNX opset (default: 12)")
+    p.add_argument("--target_opset", type=_opset, default=12, help="ONNX opset (default: 12)")
     _results_dir(p)
 
 

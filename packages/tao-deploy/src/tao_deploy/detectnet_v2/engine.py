@@ -51,6 +51,12 @@ CHECK_CLUSTERING = ClusteringParams(coverage_threshold=0.05, minimum_bounding_bo
 
 def check_detectnet_io(model, where: str) -> tuple[int, int, int]:
     """(C, H, W) of a DetectNet_v2 ONNX; anything off TAO's export contract is one clear error."""
+    from tao_core.cli.detectnet_v2_args import MIN_ONNX_OPSET
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset < MIN_ONNX_OPSET:
+        raise TaoUserError(f"{where}: ONNX opset {opset} is older than {MIN_ONNX_OPSET}, the oldest ONNX Runtime "
+                           "runs; re-export with `tao model detectnet_v2 export --target_opset 12` (TAO's default)")
     inputs = input_specs(model)
     outputs = [o.name for o in output_specs(model)]
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -64,7 +70,26 @@ def check_detectnet_io(model, where: str) -> tuple[int, int, int]:
     if None in dims:
         raise TaoUserError(f"{where}: input {inputs[0].name!r} has dynamic C/H/W {list(inputs[0].shape)}; "
                            "DetectNet_v2 exports fix them")  # fmt: skip
+    head_classes({o.name: o.shape for o in output_specs(model)}, where)
     return tuple(dims)
+
+
+def head_classes(output_shapes: dict, where: str) -> int | None:
+    """Classes of the heads (output_cov channels; None when dynamic). output_bbox must carry 4 per
+    class: another shape is a model of another network, or a broken export."""
+    cov, bbox = (static_dim(output_shapes[n][1]) if len(output_shapes[n]) == 4 else None for n in (COV, BBOX))
+    if cov is not None and bbox is not None and bbox != 4 * cov:
+        raise TaoUserError(f"{where}: {COV} has {cov} channels (classes) and {BBOX} {bbox}; a DetectNet_v2 model "
+                           f"has 4 bbox channels per class ({4 * cov})")  # fmt: skip
+    return cov
+
+
+def check_classes(names: Sequence[str], output_shapes: dict, where: str, named_by: str) -> None:
+    """The class names given match the model's heads (before any work on them)."""
+    count = head_classes(output_shapes, where)
+    if names and count is not None and len(names) != count:
+        raise TaoUserError(f"{where}: the model predicts {count} class(es) ({COV} channels), {named_by} names "
+                           f"{len(names)}: {list(names)}")  # fmt: skip
 
 
 def decoder(class_names: Sequence[str], params=None, scale: float = DEFAULT_SCALE, offset: float = DEFAULT_OFFSET):
@@ -129,6 +154,7 @@ def build_detectnet_engine(
         elif precision == "int8":
             log.info("--force_ptq: the QAT model's float graph is calibrated (post-training quantization)")
     names = list(class_names or [])
+    check_classes(names, {o.name: o.shape for o in output_specs(model)}, where, "the spec / labels.txt")
     spec = GenTrtEngineConfig(
         onnx_file=where, trt_engine=str(engine_file), input_channel=c, input_height=h, input_width=w,
         batch_size=-1, backend=backend, verbose=verbose,
@@ -151,8 +177,9 @@ def build_detectnet_engine(
         # explicit quantization) on every backend; ONNX Runtime's CPU form would also need ranges
         # of convolution outputs, which QAT does not learn.
         check = None
-        if decode is not None and image_dirs:
-            paths = cal.find_images([str(d) for d in image_dirs])[1][:CHECK_IMAGES]
+        if decode is not None:  # nothing is calibrated: any of these images is held out
+            found = cal.find_images([str(d) for d in image_dirs])[1] if image_dirs else list(check_images or [])
+            paths = found[:CHECK_IMAGES]
             step = max(1, min(4, max_batch_size, len(paths)))
             paths = paths[: len(paths) // step * step]
             check = cal.ImageBatches(paths, step, preprocess) if paths else None

@@ -73,7 +73,7 @@ def gen_trt_engine(argv: list[str]) -> int:
         from tao_deploy.detectnet_v2.engine import build_detectnet_engine
         from tao_deploy.engine.builder import record_agreement
 
-        names, clustering, scale_offset, cal_dirs = _spec_settings(args.experiment_spec, args.model_path)
+        names, clustering, scale_offset, cal_dirs, check_dirs = _spec_settings(args.experiment_spec, args.model_path)
         if args.cal_image_dir:
             cal_dirs = [args.cal_image_dir]
         info = build_detectnet_engine(
@@ -82,7 +82,7 @@ def gen_trt_engine(argv: list[str]) -> int:
             batches=args.batches, min_batch_size=args.min_batch_size, opt_batch_size=args.opt_batch_size,
             max_batch_size=args.max_batch_size, force_ptq=args.force_ptq, backend=args.backend,
             workspace_mib=int(args.max_workspace_size * 1024), class_names=names, clustering=clustering,
-            bbox_scale_offset=scale_offset, verbose=args.verbose,
+            bbox_scale_offset=scale_offset, verbose=args.verbose, check_images=_images_in(check_dirs),
         )  # fmt: skip
         message = f"Built {info.precision.upper()} engine {info.path} with {info.backend} {info.backend_version}"
         log.info(message)
@@ -92,8 +92,10 @@ def gen_trt_engine(argv: list[str]) -> int:
 
 
 def _spec_settings(spec_path, model_path):
-    """(class names, clustering params, (bbox scale, offset), calibration image dirs) of the -e spec,
-    or of labels.txt beside the model without one."""
+    """(class names, clustering params, (bbox scale, offset), calibration image dirs, validation
+    image dirs) of the -e spec, or of labels.txt beside the model without one. The validation
+    images (validation_data_source; a validation fold lives in TFRecords, which need TensorFlow)
+    are where an FP16 / INT8 engine is checked against FP32 when calibration leaves none aside."""
     from tao_core.processing.detectnet import DEFAULT_OFFSET, DEFAULT_SCALE
 
     if spec_path:
@@ -101,14 +103,25 @@ def _spec_settings(spec_path, model_path):
         from tao_core.tasks import detectnet_v2 as dn
 
         experiment = SPEC.load("export", spec_path)
-        dirs = [s.image_directory_path for s in experiment.dataset_config.data_sources if s.image_directory_path]
-        return dn.class_names(experiment), dn.clustering_params(experiment), dn.bbox_scale_offset(experiment), dirs
+        ds = experiment.dataset_config
+        dirs = [s.image_directory_path for s in ds.data_sources if s.image_directory_path]
+        val = ds.validation_data_source.image_directory_path if ds.HasField("validation_data_source") else ""
+        return (dn.class_names(experiment), dn.clustering_params(experiment), dn.bbox_scale_offset(experiment), dirs,
+                [val] if val else [])  # fmt: skip
     labels = os.path.join(os.path.dirname(os.path.abspath(model_path)), "labels.txt")
     names = []
     if os.path.isfile(labels):
         with open(labels, encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip()]
-    return names, None, (DEFAULT_SCALE, DEFAULT_OFFSET), []
+    return names, None, (DEFAULT_SCALE, DEFAULT_OFFSET), [], []
+
+
+def _images_in(dirs: list[str]) -> list:
+    from tao_deploy.engine.builder import CHECK_IMAGES
+    from tao_deploy.engine.calibration import find_images
+
+    dirs = [d for d in dirs if os.path.isdir(d)]
+    return find_images(dirs)[1][:CHECK_IMAGES] if dirs else []
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -151,11 +164,20 @@ def _check_engine_matches(predict, experiment, where) -> None:
     from tao_core.tasks import detectnet_v2 as dn
 
     names, shape = dn.class_names(experiment), dn.input_shape(experiment)
+    _check_engine_classes(predict, names, where, "cost_function_config.target_classes")
     if predict.class_names and list(predict.class_names) != names:
         raise TaoUserError(f"{where}: the engine was built for classes {predict.class_names}, the spec names {names}")
     if tuple(predict.input_chw) != tuple(shape):
         raise TaoUserError(f"{where}: the engine takes input {tuple(predict.input_chw)} (C, H, W), the spec's "
                            f"preprocessing gives {tuple(shape)}")  # fmt: skip
+
+
+def _check_engine_classes(predict, names, where, named_by: str) -> None:
+    from tao_deploy.detectnet_v2.engine import BBOX, COV, check_classes
+
+    outputs = {o["name"]: tuple(o["shape"]) for o in predict.engine.metadata.get("output_specs", [])}
+    if set(outputs) >= {COV, BBOX}:
+        check_classes(names, outputs, str(where), named_by)
 
 
 def kitti_frames(experiment, image_dir: str, label_dir: str) -> list[dict]:
@@ -170,6 +192,9 @@ def kitti_frames(experiment, image_dir: str, label_dir: str) -> list[dict]:
                                 "dataset_config.target_class_mapping") or {n.lower(): n for n in names}  # fmt: skip
     _, h, w = dn.input_shape(experiment)
     paths = list_images(image_dir, "-i/--image_dir")
+    if not os.path.isdir(label_dir):
+        raise TaoUserError(f"-l/--label_dir: {label_dir} is not a directory (expected the KITTI labels of "
+                           f"{image_dir}, one <image stem>.txt each)")  # fmt: skip
     missing = [p for p in paths if not os.path.isfile(_label_of(p, label_dir))]
     if missing:
         raise TaoUserError(f"-l/--label_dir {label_dir}: no KITTI label for {len(missing)} image(s), e.g. "
@@ -241,6 +266,7 @@ def inference(argv: list[str]) -> int:
                 raise TaoUserError(f"{engine}: the engine takes input {tuple(predict.input_chw)} (C, H, W); "
                                    f"inferencer_config asks for {shape}")  # fmt: skip
             classes = list(spec.inferencer_config.target_classes) or predict.class_names
+            _check_engine_classes(predict, classes, engine, "inferencer_config.target_classes")
             count = dn.run_inference(spec, args.image_dir, args.results_dir, predict, classes)
         status.write(Status.RUNNING, f"Inference on {count} images written to {args.results_dir}")
     return 0

@@ -269,7 +269,13 @@ def _apply_precision(model, precision, calibration, cache, keep_fp32_ops, keep_f
     log.info("INT8 graph: %s (%s activations, %s weights%s), %d nodes kept in float by %s", graph.name,
              graph.activation_type, graph.weight_type, ", 7-bit weights" if graph.reduce_range else "",
              len(kept), list(calibration.keep_float) or "nothing")
-    return prec.insert_qdq(model, amax, op_types, kept, graph), cache_path, kept
+    try:
+        prepared = prec.insert_qdq(model, amax, op_types, kept, graph)
+    except TaoUserError as e:
+        if cache is None or cache_path is None:
+            raise
+        raise TaoUserError(f"calibration cache {cache_path}: {e}") from None  # name the file that does not fit
+    return prepared, cache_path, kept
 
 
 def _default_opset(model: onnx.ModelProto) -> int | None:
@@ -343,7 +349,9 @@ def build_from_spec(
     )
     check = None
     if precision != "fp32" and decode is not None and preprocess is not None:
-        check = _check_batches(trt.calibration, check_images, preprocess, _fixed_batch(model) or min(max(lo, 4), hi))
+        fixed = _fixed_batch(model)
+        check = _check_batches(trt.calibration, check_images, preprocess, fixed or min(max(lo, 4), hi),
+                               None if fixed else lo)
     return build_engine(
         model,
         spec.trt_engine,
@@ -375,13 +383,17 @@ CHECK_IMAGES = 8
 MIN_SPEEDUP = 1.1
 
 
-def _check_batches(c, fallback, preprocess, batch: int) -> cal.ImageBatches | None:
-    """Batches of images set aside from calibration (see build_from_spec), or None (logged)."""
+def _check_batches(c, fallback, preprocess, batch: int, min_batch: int | None = None) -> cal.ImageBatches | None:
+    """Batches of images set aside from calibration (see build_from_spec), or None (logged).
+    With a dynamic batch (`min_batch`: the profile's minimum), fewer images than `batch` are
+    checked in batches of `min_batch` rather than not at all (e.g. a small validation set)."""
     paths = []
     if c.cal_image_dir:
         paths = cal.held_out_images(list(c.cal_image_dir), c.cal_batch_size * c.cal_batches, CHECK_IMAGES)
     if len(paths) < batch and fallback:
         paths = list(fallback)[:CHECK_IMAGES]
+    if min_batch is not None and 0 < len(paths) < batch:
+        batch = max(1, min_batch)
     paths = paths[: len(paths) // batch * batch]
     if not paths:
         log.warning("no images left aside from calibration to check the engine against FP32 on (cal_image_dir "

@@ -256,6 +256,22 @@ def steps_per_epoch(num_frames: int, batch_size: int) -> int:
     return max(1, math.ceil(num_frames / batch_size))
 
 
+def split_image_paths(experiment, split: str, limit: int | None = None) -> list[str]:
+    """Image files of the split's frames in record order, read from the records alone (no image
+    decoding), at most `limit`: e.g. the held-out images an exported engine is checked on."""
+    from tao_tf.detectnet_v2.data.tfrecords import parse_example_bytes
+
+    ext = (experiment.dataset_config.image_extension or "png").lstrip(".")
+    paths = []
+    for f, image_dir in split_files(experiment, split):
+        for record in tf.data.TFRecordDataset(f).as_numpy_iterator():
+            if limit is not None and len(paths) >= limit:
+                return paths
+            # the path frame_dataset reads: <image_directory_path>/<frame/id>.<image_extension>
+            paths.append(f"{image_dir}/{parse_example_bytes(record).frame_id}.{ext}")
+    return paths
+
+
 def numpy_frames(experiment, split: str):
     """Iterate preprocessed frames as numpy dicts (evaluation, calibration)."""
     for frame in frame_dataset(experiment, split).as_numpy_iterator():

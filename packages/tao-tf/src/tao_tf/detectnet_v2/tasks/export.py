@@ -15,7 +15,10 @@ from, in this order: --cal_data_file when it exists (a calibration_tensorfile ou
 first --batches records, --batch_size samples each); --cal_image_dir (--batch_size x --batches
 images, preprocessed as the model's input; written into --cal_data_file when one is named, as
 TAO does); the -e spec's training data (no augmentation: the calibration_tensorfile batches);
-or an existing --cal_cache_file as is. A QAT model (training_config.enable_qat) is not
+or an existing --cal_cache_file as is. With -e, an FP16 / INT8 engine is then run against the
+FP32 graph on the spec's validation images (tao-deploy's agreement check): the mean box IoU,
+score difference and speed ratio go to the log and status.json, with a warning when the engine
+disagrees or is not faster than FP32. A QAT model (training_config.enable_qat) is not
 calibrated: its exported ONNX holds the learned Q/DQ scales, which become the calibration cache
 and the engine's Q/DQ graph; --force_ptq calibrates it like a float model instead.
 Without --engine_file, an INT8 export still calibrates and writes the cache (the engine is
@@ -146,7 +149,8 @@ def build_engine(exported: dict, args, experiment):
     if experiment is not None:
         from tao_core.tasks import detectnet_v2 as dn
 
-        options.update(clustering=dn.clustering_params(experiment), bbox_scale_offset=dn.bbox_scale_offset(experiment))
+        options.update(clustering=dn.clustering_params(experiment), bbox_scale_offset=dn.bbox_scale_offset(experiment),
+                       check_images=_held_out_images(experiment))
     with tempfile.TemporaryDirectory(prefix="tao-export-") as tmp:
         if int8:
             options.update(_calibration_source(exported, args, experiment, tmp))
@@ -155,6 +159,20 @@ def build_engine(exported: dict, args, experiment):
         if int8 and args.cal_cache_file and os.path.isfile(args.cal_cache_file):
             log.info("INT8 calibration cache: %s", args.cal_cache_file)
     return info
+
+
+def _held_out_images(experiment) -> list[str]:
+    """The spec's validation images (at most tao-deploy's CHECK_IMAGES): an FP16 / INT8 engine is
+    compared with the FP32 graph on them (agreement and speed in the log and status.json) when
+    --cal_image_dir leaves no images aside from calibration, e.g. with a calibration tensorfile."""
+    from tao_deploy.engine.builder import CHECK_IMAGES
+    from tao_tf.detectnet_v2.data.pipeline import split_image_paths
+
+    try:
+        return split_image_paths(experiment, "val", CHECK_IMAGES)
+    except TaoUserError as e:  # no validation records: the engine is still built, unchecked
+        log.warning("no validation images to check the engine against FP32 on (%s)", e)
+        return []
 
 
 def _calibration_source(exported: dict, args, experiment, tmp: str) -> dict:
