@@ -89,7 +89,7 @@ def test_mismatch_error_names_file(tmp_path):
 
 
 def test_unavailable_backbones_are_named():
-    for name in ["fan_small", "vit_large_nvdinov2"]:
+    for name in ["vit_large_nvdinov2"]:
         assert name in NOT_YET_AVAILABLE
         with pytest.raises(NotImplementedError, match=name):
             build_backbone_body(name, [1, 2, 3])

@@ -1,27 +1,27 @@
 """Backbones for the DETR family.
 
 `build_backbone_body(name, ...)` returns a trunk whose `forward(images)` gives a list of feature
-maps and whose `num_channels` / `strides` describe them: ResNets (`resnet.py`) and GCViTs
-(`gc_vit.py`). The other backbones the TAO tables list raise a clear NotImplementedError instead
-of failing later.
+maps and whose `num_channels` / `strides` describe them: ResNets (`resnet.py`), GCViTs
+(`gc_vit.py`) and FAN-Hybrids (`fan.py`). The other backbones the TAO tables list raise a clear
+NotImplementedError instead of failing later.
 """
 
 from typing import Optional, Sequence
 
 from torch import nn
 
+from tao_pytorch.backbones.fan import FAN, FAN_SPECS, load_pretrained_fan
 from tao_pytorch.backbones.gc_vit import GCVIT_SPECS, GCViT, load_pretrained_gc_vit
 from tao_pytorch.backbones.resnet import RESNET_SPECS, FrozenBatchNorm2d, ResNet, load_pretrained_backbone
 
 # Named in the TAO DINO / Deformable DETR tables, not implemented here yet.
-NOT_YET_AVAILABLE = (
-    "fan_tiny",
-    "fan_small",
-    "fan_base",
-    "fan_large",
-    "vit_large_nvdinov2",
-)
-AVAILABLE = tuple(sorted(RESNET_SPECS)) + tuple(GCVIT_SPECS)
+NOT_YET_AVAILABLE = ("vit_large_nvdinov2",)
+AVAILABLE = tuple(sorted(RESNET_SPECS)) + tuple(GCVIT_SPECS) + tuple(FAN_SPECS)
+# name -> (trunk class, its pretrained-weights loader) of the transformer families
+TRANSFORMER_TRUNKS = {
+    **{name: (GCViT, load_pretrained_gc_vit) for name in GCVIT_SPECS},
+    **{name: (FAN, load_pretrained_fan) for name in FAN_SPECS},
+}
 
 
 def build_backbone_body(
@@ -32,11 +32,12 @@ def build_backbone_body(
     frozen_bn: bool = True,
 ) -> nn.Module:
     """Trunk `name` returning stages `return_indices` (0..3), weights loaded from a local file if given.
-    frozen_bn: ResNets only (GCViT has LayerNorms)."""
-    if name in GCVIT_SPECS:
-        body = GCViT(name, return_indices=return_indices)
+    frozen_bn: ResNets only (GCViT has LayerNorms; FAN keeps TAO's trainable BatchNorms)."""
+    if name in TRANSFORMER_TRUNKS:
+        trunk, load_pretrained = TRANSFORMER_TRUNKS[name]
+        body = trunk(name, return_indices=return_indices)
         if pretrained_backbone_path:
-            load_pretrained_gc_vit(body, pretrained_backbone_path)
+            load_pretrained(body, pretrained_backbone_path)
         body.freeze(train_backbone)
         return body
     if name in NOT_YET_AVAILABLE or name.startswith(("gc_vit", "fan_", "vit_")):
@@ -54,6 +55,7 @@ def build_backbone_body(
 
 __all__ = [
     "AVAILABLE",
+    "FAN",
     "NOT_YET_AVAILABLE",
     "FrozenBatchNorm2d",
     "GCViT",

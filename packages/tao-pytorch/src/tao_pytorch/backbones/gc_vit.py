@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tao_pytorch.backbones.levels import check_return_indices
 from tao_pytorch.backbones.vit_layers import DropPath, Mlp, relative_position_index
 from tao_pytorch.backbones.weights import load_backbone_weights
 
@@ -251,15 +252,10 @@ class GCViT(nn.Module):
         super().__init__()
         if name not in GCVIT_SPECS:
             raise ValueError(f"unknown GCViT {name!r}; choose one of {sorted(GCVIT_SPECS)}")
-        bad = [i for i in return_indices if i not in (0, 1, 2, 3)]
-        if bad or not return_indices:
-            raise ValueError(
-                f"return_indices must be a non-empty subset of 0..3 (stages of strides 4..32), got {list(return_indices)}"
-            )
         spec = GCVIT_SPECS[name]
         depths, dim = spec["depths"], spec["dim"]
         self.name = name
-        self.return_indices = sorted(return_indices)
+        self.return_indices = check_return_indices(return_indices)
         self.stage_channels = [dim * 2**i for i in range(4)]
         self.stage_strides = [4, 8, 16, 32]
         self.num_channels = [self.stage_channels[i] for i in self.return_indices]

@@ -14,6 +14,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
+from tao_pytorch.backbones.levels import check_return_indices
 from tao_pytorch.backbones.weights import load_backbone_weights
 
 
@@ -117,13 +118,8 @@ class ResNet(nn.Module):
         if name not in RESNET_SPECS:
             raise ValueError(f"unknown ResNet {name!r}; choose one of {sorted(RESNET_SPECS)}")
         block, depths = RESNET_SPECS[name]
-        bad = [i for i in return_indices if i not in (0, 1, 2, 3)]
-        if bad or not return_indices:
-            raise ValueError(
-                f"return_indices must be a non-empty subset of 0..3 (stages of strides 4..32), got {list(return_indices)}"
-            )
         self.name = name
-        self.return_indices = sorted(return_indices)
+        self.return_indices = check_return_indices(return_indices)
         norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm(64)
