@@ -104,6 +104,19 @@ def _num(v: Any) -> float:
     raise TypeError
 
 
+def _category_id_name(c: Any, k: int, p: _Problems) -> tuple[int, str] | None:
+    """(id, name) of categories[k]; None, with the problem noted in `p`, when it has no integer
+    'id' and string 'name'."""
+    try:
+        cid, name = _int(c["id"]), c["name"]
+        if not isinstance(name, str):
+            raise TypeError
+    except (KeyError, TypeError, OverflowError):
+        p.add(f"categories[{k}]: needs integer 'id' and string 'name', got {c!r:.200}")
+        return None
+    return cid, name
+
+
 class _Problems:
     """Collects problems of one file so they are all reported in a single error."""
 
@@ -134,13 +147,10 @@ def _parse_file(json_file: str, need_size: bool) -> dict:
 
     cats: dict[int, dict] = {}
     for k, c in enumerate(data["categories"]):
-        try:
-            cid, name = _int(c["id"]), c["name"]
-            if not isinstance(name, str):
-                raise TypeError
-        except (KeyError, TypeError, OverflowError):
-            p.add(f"categories[{k}]: needs integer 'id' and string 'name', got {c!r:.200}")
+        parsed = _category_id_name(c, k, p)
+        if parsed is None:
             continue
+        cid, name = parsed
         if cid in cats:
             p.add(f"categories[{k}]: duplicate category id {cid}")
         cats[cid] = {"id": cid, "name": name, **({"supercategory": c["supercategory"]} if "supercategory" in c else {})}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tao_core.data.coco import _few, _int, _Problems, read_json
+from tao_core.data.coco import _category_id_name, _few, _int, _Problems, read_json
 from tao_core.data.images import decode_check, truncation_warning
 from tao_core.errors import TaoUserError
 
@@ -73,13 +73,10 @@ def parse_categories(categories: Any, where: str) -> list[dict]:
         raise TaoUserError(f"{where}: 'categories' must be a non-empty list of {{id, name, isthing}}")
     out, seen = [], set()
     for k, c in enumerate(categories):
-        try:
-            cid, name = _int(c["id"]), c["name"]
-            if not isinstance(name, str):
-                raise TypeError
-        except (KeyError, TypeError, OverflowError):
-            p.add(f"categories[{k}]: needs integer 'id' and string 'name', got {c!r:.200}")
+        parsed = _category_id_name(c, k, p)
+        if parsed is None:
             continue
+        cid, name = parsed
         if cid <= 0:
             p.add(f"categories[{k}] ({name!r}): category id {cid} is not > 0; ids must start at 1 (renumber the categories)")
         if cid in seen:
