@@ -113,7 +113,7 @@ class ProgressGuard(pl.Callback):
         log.warning("%s; run the same command again to resume", note)
         if stop is not None:
             stop.notes.append(note)
-        if self.status is not None and (trainer.is_global_zero or alone):
+        if self.status is not None and trainer.is_global_zero:
             self.status.write("RUNNING", note + "; run the same command again to resume", verbosity="WARNING",
                               epoch=trainer.current_epoch + 1, step=trainer.global_step)
 
