@@ -89,8 +89,8 @@ def test_return_interm_indices_and_levels():
         build_dino(tiny_dino(num_feature_levels=3), NUM_CLASSES)
     with pytest.raises(ValueError, match="num_queries=12 encoder tokens"):
         build_dino(tiny_dino(num_feature_levels=1, return_interm_indices=[3]), NUM_CLASSES)(torch.randn(1, 3, 64, 64))
-    with pytest.raises(NotImplementedError, match="vit_large_nvdinov2"):
-        build_dino(tiny_dino(backbone="vit_large_nvdinov2"), NUM_CLASSES)
+    with pytest.raises(NotImplementedError, match="vit_large_dinov2"):
+        build_dino(tiny_dino(backbone="vit_large_dinov2"), NUM_CLASSES)
 
 
 def test_eval_mode_has_no_denoising(batch, targets):

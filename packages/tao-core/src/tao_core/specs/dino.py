@@ -26,12 +26,14 @@ from tao_core.specs.detr_common import (
 
 NETWORK = "dino"
 
-# The table's list, plus resnet_18 / resnet_34 so small machines can train something.
+# The table's list, plus resnet_18 / resnet_34 so small machines can train something, and
+# vit_tiny_nvdinov2 (the ViT-Adapter of vit_large_nvdinov2 at test size, no published weights) so
+# the ViT path (LSJ, layer-wise lr decay, export) runs on a CPU.
 BACKBONES = [
     "resnet_18", "resnet_34", "resnet_50",
     "gc_vit_xxtiny", "gc_vit_xtiny", "gc_vit_tiny", "gc_vit_small", "gc_vit_base", "gc_vit_large",
     "fan_tiny", "fan_small", "fan_base", "fan_large",
-    "vit_large_nvdinov2",
+    "vit_large_nvdinov2", "vit_tiny_nvdinov2",
 ]
 
 

@@ -11,7 +11,7 @@ any weight is copied. Never unpickles arbitrary objects (weights_only=True).
 
 import logging
 from pathlib import Path
-from typing import Callable, List, NamedTuple
+from typing import Callable, List, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -69,15 +69,19 @@ def load_backbone_weights(
     layout: str,
     ignorable: Callable[[str], bool] = lambda k: False,
     may_be_missing: Callable[[str], bool] = lambda k: False,
+    adapt: Optional[Callable[[dict], dict]] = None,
 ) -> LoadReport:
     """Copy the weights of `path` into `body` (all or nothing).
 
     layout: what key names are expected, for the error message ("torchvision ResNet", ...);
     ignorable(key): file keys dropped without complaint (a classifier head); may_be_missing(key):
     trunk keys a checkpoint may lack (they keep their initial values). Both are reported in the
-    returned LoadReport and logged.
+    returned LoadReport and logged. adapt(state): a trunk's own fix-up of the file's tensors before
+    they are checked (e.g. a ViT's position embeddings resized to its grid).
     """
     state = read_state_dict(path)
+    if adapt is not None:
+        state = adapt(state)
     own = body.state_dict()
     dropped = sorted(k for k in state if k not in own and ignorable(k))
     for k in dropped:

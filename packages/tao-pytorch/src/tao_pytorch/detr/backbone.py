@@ -10,7 +10,7 @@ encoding, parameter-free), so detector keys line up with Deformable DETR / DINO 
 then 3x3 stride-2 conv + GroupNorm for each extra level (return_interm_indices entry 4).
 """
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,10 +79,13 @@ def build_joiner(
     temperature_w: float = 10000.0,
     *,
     pos_normalize_offset: float,
+    resolution: Optional[int] = None,
 ) -> Joiner:
     """Trunk + sine position encoding. return_interm_indices: stages 0..3, plus 4 = one extra level
     built by input_proj; its length must equal num_feature_levels (the TAO rule).
-    pos_normalize_offset: the network's sine-embedding convention (see position_encoding)."""
+    pos_normalize_offset: the network's sine-embedding convention (see position_encoding).
+    resolution: the training input side for trunks whose weights depend on it (a ViT's position
+    embeddings; TAO: dataset.augmentation.fixed_random_crop); None = the trunk's default."""
     indices = list(return_interm_indices)
     if len(indices) != num_feature_levels:
         raise ValueError(
@@ -93,7 +96,7 @@ def build_joiner(
     stages = [i for i in indices if i < 4]
     if not stages:
         raise ValueError(f"return_interm_indices needs at least one backbone stage (0..3), got {indices}")
-    body = build_backbone_body(backbone, stages, train_backbone, pretrained_backbone_path)
+    body = build_backbone_body(backbone, stages, train_backbone, pretrained_backbone_path, resolution=resolution)
     pos = PositionEmbeddingSine(
         hidden_dim // 2, temperature_h, temperature_w, normalize_offset=pos_normalize_offset, normalize=True
     )

@@ -115,19 +115,30 @@ def auto_kernel(value: torch.Tensor) -> str:
 
 class MSDeformAttn(nn.Module):
     def __init__(
-        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, kernel: str = AUTO_KERNEL
+        self,
+        d_model: int = 256,
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int = 4,
+        kernel: str = AUTO_KERNEL,
+        value_ratio: float = 1.0,
     ):
+        """value_ratio: width of the values (value_proj output, output_proj input) as a fraction of
+        d_model; ViT-Adapter uses 0.5 (TAO's `ratio` / `deform_ratio`), the DETR layers 1.0."""
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        value_dim = int(d_model * value_ratio)
+        if d_model % n_heads != 0 or value_dim % n_heads != 0:
+            raise ValueError(
+                f"d_model ({d_model}) and its value width ({value_dim}) must be divisible by n_heads ({n_heads})"
+            )
         if kernel != AUTO_KERNEL and kernel not in MSDA_KERNELS:
             raise ValueError(f"unknown MSDA kernel {kernel!r}; registered: {sorted(MSDA_KERNELS)} or {AUTO_KERNEL!r}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.kernel = kernel
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
+        self.value_proj = nn.Linear(d_model, value_dim)
+        self.output_proj = nn.Linear(value_dim, d_model)
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -171,7 +182,7 @@ class MSDeformAttn(nn.Module):
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
+        value = value.view(n, s, self.n_heads, -1)
         offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from torch import nn
 
 from tao_core.errors import TaoUserError
+from tao_core.spec.access import spec_get
 from tao_pytorch.detr.criterion import SetCriterion, build_weight_dict
 from tao_pytorch.detr.matcher import HungarianMatcher
 from tao_pytorch.detr.postprocess import PostProcess, build_postprocess
@@ -27,7 +28,9 @@ from tao_pytorch.detr.postprocess import PostProcess, build_postprocess
 class DetrNetwork:
     """name: the command (`tao model <name>`), the `tao_model` tag of its checkpoints and the
     name in messages; checkpoint_prefix: TAO's `<prefix>_model_latest.pth`;
-    model_builder: (cfg.model, num_classes) -> nn.Module (the network's `build_<name>`);
+    model_builder: (cfg.model, num_classes, backbone_resolution=...) -> nn.Module (the network's
+    `build_<name>`; backbone_resolution: dataset.augmentation.fixed_random_crop, which sizes a
+    ViT's position embeddings as TAO does);
     encoder_loss_terms: cfg.model -> the `build_weight_dict` keywords of the network's extra
     outputs (encoder proposals, denoising queries); {} when it has none."""
 
@@ -39,7 +42,8 @@ class DetrNetwork:
     def build_model(self, cfg: Any) -> nn.Module:
         """The nn.Module of experiment spec `cfg` (model section + dataset.num_classes)."""
         try:
-            return self.model_builder(cfg.model, cfg.dataset.num_classes)
+            crop = spec_get(spec_get(cfg.dataset, "augmentation"), "fixed_random_crop")
+            return self.model_builder(cfg.model, cfg.dataset.num_classes, backbone_resolution=crop)
         except NotImplementedError as err:  # backbones listed by the seeds but not written yet
             raise TaoUserError(f"model.backbone: {err}") from None
 

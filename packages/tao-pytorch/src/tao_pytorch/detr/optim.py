@@ -7,6 +7,12 @@ IDEA-Research/DINO `main.py`), which TAO copies:
     "linear_proj"  `sampling_offsets` / `reference_points` layers    lr = optim.lr * optim.lr_linear_proj_mult
     "main"         everything else                                    lr = optim.lr
 Only trainable parameters (requires_grad) enter a group; empty groups are left out.
+
+Layer-wise lr decay (TAO's rule for ViT backbones, DINO's `optim.layer_decay_rate`): when the spec
+has the field and the backbone trunk numbers its layers (`lr_layer_id(name) -> (layer_id, L)`,
+e.g. ViTAdapter: patch / position embedding 0, block i -> i + 1, the adapter L + 1), the trunk's
+parameters go to groups "backbone_layer<id>" with lr = optim.lr * rate ** (L + 1 - layer_id)
+instead of the "backbone" group (TAO scales optim.lr there, not optim.lr_backbone).
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ def _matches(name: str, keywords: Iterable[str]) -> bool:
     return any(k in name for k in keywords)
 
 
+def _layer_decay_trunk(model: nn.Module, optim_cfg: Any):
+    """(name prefix, trunk, rate) of a backbone trunk with numbered layers when the spec asks for
+    layer-wise decay (has layer_decay_rate), else None."""
+    rate = getattr(optim_cfg, "layer_decay_rate", None)
+    if rate is None:
+        return None
+    for mname, m in model.named_modules():
+        if callable(getattr(m, "lr_layer_id", None)) and _matches(mname + ".", BACKBONE_NAMES):
+            return mname + ".", m, float(rate)
+    return None
+
+
 def param_groups(model: nn.Module, optim_cfg: Any, verbose: bool = False) -> list[dict]:
     """Optimizer parameter groups (see the module docstring), each with a "name"."""
     lr = float(optim_cfg.lr)
@@ -39,17 +57,26 @@ def param_groups(model: nn.Module, optim_cfg: Any, verbose: bool = False) -> lis
         ("backbone", float(optim_cfg.lr_backbone)),
         ("linear_proj", lr * float(optim_cfg.lr_linear_proj_mult)),
     ]
+    decay = _layer_decay_trunk(model, optim_cfg)
+    layer_lrs: dict[str, float] = {}
     members: dict[str, list] = {name: [] for name, _ in specs}
     for pname, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if _matches(pname, BACKBONE_NAMES):
+        if decay is not None and pname.startswith(decay[0]):
+            prefix, trunk, rate = decay
+            layer_id, num_layers = trunk.lr_layer_id(pname[len(prefix) :])
+            group = f"backbone_layer{layer_id:02d}"
+            layer_lrs[group] = lr * rate ** (num_layers + 1 - layer_id)
+            members.setdefault(group, [])
+        elif _matches(pname, BACKBONE_NAMES):
             group = "backbone"
         elif _matches(pname, LINEAR_PROJ_NAMES):
             group = "linear_proj"
         else:
             group = "main"
         members[group].append((pname, p))
+    specs += sorted(layer_lrs.items())
     groups = []
     for name, group_lr in specs:
         if not members[name]:

@@ -9,6 +9,7 @@ TAO's Deformable DETR has no two-stage option; it is kept here because the refer
 
 import copy
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -106,7 +107,8 @@ class DeformableDETR(nn.Module):
         return out
 
 
-def build_deformable_detr(model_cfg, num_classes: int, *, two_stage: bool = False) -> DeformableDETR:
+def build_deformable_detr(model_cfg, num_classes: int, *, two_stage: bool = False,
+                          backbone_resolution: Optional[int] = None) -> DeformableDETR:
     """Deformable DETR of a model spec section: a loaded spec's `cfg.model`, or tao-core's
     `DDETRModelConfig(...)` from Python (its defaults are the TAO Deformable DETR table; nothing
     is defaulted here).
@@ -123,6 +125,7 @@ def build_deformable_detr(model_cfg, num_classes: int, *, two_stage: bool = Fals
         train_backbone=m.train_backbone,
         pretrained_backbone_path=m.pretrained_backbone_path,
         pos_normalize_offset=POS_NORMALIZE_OFFSET,
+        resolution=backbone_resolution,
     )
     transformer = DeformableTransformer(
         d_model=m.hidden_dim,

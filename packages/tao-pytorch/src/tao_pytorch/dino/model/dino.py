@@ -9,6 +9,7 @@ heads separate copies (two_stage_*_embed_share=False), label book size = num_cla
 
 import copy
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -114,7 +115,8 @@ class DINO(nn.Module):
         return out
 
 
-def build_dino(model_cfg, num_classes: int, *, two_stage_type: str = "standard", embed_init_tgt: bool = True) -> DINO:
+def build_dino(model_cfg, num_classes: int, *, two_stage_type: str = "standard", embed_init_tgt: bool = True,
+               backbone_resolution: Optional[int] = None) -> DINO:
     """DINO of a model spec section: a loaded spec's `cfg.model`, or tao-core's
     `DINOModelConfig(...)` from Python (its defaults are the TAO DINO table; nothing is
     defaulted here). num_select belongs to post-processing (`PostProcess(model_cfg.num_select)`).
@@ -133,6 +135,7 @@ def build_dino(model_cfg, num_classes: int, *, two_stage_type: str = "standard",
         temperature_h=m.pe_temperatureH,
         temperature_w=m.pe_temperatureW,
         pos_normalize_offset=POS_NORMALIZE_OFFSET,
+        resolution=backbone_resolution,
     )
     transformer = DINOTransformer(
         d_model=m.hidden_dim,
