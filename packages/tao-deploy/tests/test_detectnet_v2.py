@@ -144,6 +144,16 @@ def test_int8_from_tensorfile_writes_a_tensorrt_cache(work):
     lines = cache.read_text().splitlines()
     assert lines[0].startswith("TRT-") and lines[0].endswith("EntropyCalibration2")
     assert any(line.startswith("input_1: ") for line in lines[1:])
+    # the output heads stay float (engine.head_convs), the backbone is INT8
+    from tao_deploy.detectnet_v2.engine import head_convs
+    from tao_deploy.engine.engine_file import read_engine
+
+    assert head_convs(tiny_detectnet()) == ["conv_cov", "conv_bbox"]
+    graph = onnx.load_model_from_string(read_engine(engine)[1]).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    weight_from = {n.name: producer.get(n.input[1]) for n in graph.node if n.op_type == "Conv"}
+    assert weight_from["conv2"] == "DequantizeLinear"
+    assert weight_from["conv_cov"] is None and weight_from["conv_bbox"] is None  # float initializers
     # checked against FP32 on the spec's images left aside from calibration: agreement and speed in status.json
     status = [json.loads(line) for line in (work / "gen_trt_engine" / "status.json").open()]
     kpi = [s["kpi"] for s in status if "agreement_mean_iou" in (s.get("kpi") or {})][-1]

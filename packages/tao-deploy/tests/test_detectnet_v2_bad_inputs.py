@@ -13,6 +13,7 @@ from test_detectnet_v2 import RACCOON, SPEC, H, W, tiny_detectnet
 
 from tao_core.data.tensorfile import TensorFileWriter
 from tao_core.errors import TaoUserError
+from tao_core.results.status import StatusLogger
 from tao_deploy.detectnet_v2.cli import CLI
 from tao_deploy.engine.builder import build_engine
 
@@ -125,7 +126,7 @@ def test_a_calibration_cache_of_another_model_is_refused(work, tmp_path):
     before = foreign.read_bytes()
     engine = tmp_path / "int8.engine"
     fails("gen_trt_engine", gen(work / "model.onnx", engine, "--data_type", "int8", "--cal_cache_file", foreign),
-          r"calibration cache .*foreign.bin: .* no scale for tensor\(s\) \['input_1', 'r1', 'r2'\]")
+          r"calibration cache .*foreign.bin: .* no scale for tensor\(s\) \['input_1', 'r1'\]")  # r2: heads are float
     # a QAT model's learned scales are never written over a cache that holds other ones
     onnx.save(tiny_detectnet(qat_scales=(0.02, 0.05)), tmp_path / "qat.onnx")
     fails("gen_trt_engine", gen(tmp_path / "qat.onnx", engine, "--data_type", "int8", "--cal_cache_file", foreign),
@@ -138,3 +139,41 @@ def test_a_calibration_cache_of_another_model_is_refused(work, tmp_path):
                                 "--batches", "1", "--batch_size", "4", "--max_batch_size", "4"),
           r"small.tensorfile: record 0 has batch shape \(4, 3, 64, 64\).*expected 96")
     assert not engine.exists()
+
+
+def _spec_with(tmp_path: Path, train_images: Path, val_images: Path) -> Path:
+    """The test SPEC with another training image folder and a validation_data_source (in place of
+    validation_fold: the two are a oneof)."""
+    spec = SPEC.replace("  validation_fold: 0\n", "").replace(f'image_directory_path: "{RACCOON / "images"}" }}',
+                        f'image_directory_path: "{train_images}" }}\n  validation_data_source {{ tfrecords_path: '
+                        f'"unused*" image_directory_path: "{val_images}" }}')
+    path = tmp_path / f"spec_{len(list(tmp_path.glob('spec_*')))}.txt"
+    path.write_text(spec)
+    return path
+
+
+def test_validation_and_calibration_folders_of_the_spec_are_checked(work, tmp_path):
+    engine = tmp_path / "int8.engine"
+    int8 = ["--data_type", "int8", "--batch_size", "1", "--batches", "2"]
+    # validation_data_source is where INT8 is checked against FP32 when calibration uses every image
+    spec = _spec_with(tmp_path, work / "images", tmp_path / "no_val")
+    fails("gen_trt_engine", gen(work / "model.onnx", engine, "-e", spec, *int8),
+          r"-e spec: dataset_config.validation_data_source.image_directory_path .*no_val is not a directory")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "broken.jpg").write_bytes(b"not a jpeg")
+    spec = _spec_with(tmp_path, work / "images", tmp_path / "val")
+    fails("gen_trt_engine", gen(work / "model.onnx", engine, "-e", spec, *int8),
+          r"validation_data_source.image_directory_path: image .*broken.jpg cannot be read")
+    # the spec's training images calibrate when no --cal_image_dir is given
+    spec = _spec_with(tmp_path, tmp_path / "no_train", work / "images")
+    fails("gen_trt_engine", gen(work / "model.onnx", engine, "-e", spec, *int8),
+          r"calibration image directory .*no_train does not exist")
+    assert not engine.exists()
+    # good folders: the check runs on the validation images (calibration took both training ones)
+    (tmp_path / "val" / "broken.jpg").unlink()
+    shutil.copy(next((work / "images").iterdir()), tmp_path / "val" / "one.jpg")
+    spec = _spec_with(tmp_path, work / "images", tmp_path / "val")
+    assert CLI.run("gen_trt_engine", [str(a) for a in gen(work / "model.onnx", engine, "-e", spec, *int8,
+                                                          "-r", tmp_path / "r")]) == 0
+    kpi = [line["kpi"] for line in StatusLogger(tmp_path / "r", "gen_trt_engine").read() if line.get("kpi")][-1]
+    assert kpi["agreement_images"] == 1.0

@@ -97,3 +97,35 @@ def test_each_detr_spec_carries_its_own_measured_keep_float_default():
     assert "transformer/enc_out" in dino.INT8_KEEP_FLOAT and "bbox_embed" in dino.INT8_KEEP_FLOAT
     ddetr = deformable_detr.ExperimentConfig().gen_trt_engine.tensorrt.int8_keep_float
     assert ddetr == deformable_detr.INT8_KEEP_FLOAT == ["transformer/reference_points"]
+
+
+def test_detectnet_check_flags_the_box_drift_that_cost_ap_which_the_generic_bounds_pass():
+    """Issue 9: an unpruned DetectNet_v2 INT8 engine 5.6 AP points below FP32 had mean IoU 0.976
+    with the FP32 boxes and passed the generic (DETR-measured) bound 0.8. DetectNet_v2's decode
+    carries its own bounds, measured on its demo models (detectnet_v2.engine.AGREEMENT)."""
+    from dataclasses import asdict
+
+    from tao_core.processing.detectnet import ClusteringParams, encode_bbox_targets, grid_anchors
+    from tao_deploy.detectnet_v2.engine import AGREEMENT, BBOX, COV, decoder
+
+    h, w = 96, 128
+    gx, gy = grid_anchors(6, 8, h, w)
+    cov = np.zeros((2, 1, 6, 8), np.float32)
+    cov[:, 0, 2:4, 3:5] = 0.9
+
+    def outputs(shift):  # one 60 x 50 box per image, moved `shift` pixels to the right
+        bbox = encode_bbox_targets([20 + shift, 20, 80 + shift, 70], gx, gy)[None].repeat(2, 0)
+        return {COV: cov, BBOX: bbox.astype(np.float32)}
+
+    decode = decoder(["raccoon"], ClusteringParams(coverage_threshold=0.5, minimum_bounding_box_height=0))
+    batches = [np.zeros((2, 3, h, w), np.float32)] * 2
+    drifted = agr.measure_agreement(lambda b: outputs(0.0), lambda b: outputs(0.73), batches, decode)
+    assert drifted.images == 4 and drifted.mean_iou == pytest.approx((60 - 0.73) / (60 + 0.73), abs=1e-3)
+    assert drifted.network_thresholds == asdict(AGREEMENT)
+    assert any("mean IoU" in d for d in drifted.degraded())
+    assert agr.Agreement(**drifted.to_json()).degraded() == drifted.degraded()  # as status.json keeps it
+    generic = agr.Agreement(**{**drifted.to_json(), "network_thresholds": None})
+    assert generic.degraded() == []  # what let issue 9's engine through
+    assert drifted.degraded(agr.Thresholds(min_mean_iou=0.9, min_top1_iou=0.9)) == []  # a caller's own bounds win
+    close = agr.measure_agreement(lambda b: outputs(0.0), lambda b: outputs(0.2), batches, decode)
+    assert close.mean_iou > 0.99 and close.degraded() == []

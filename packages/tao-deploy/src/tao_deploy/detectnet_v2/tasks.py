@@ -82,7 +82,8 @@ def gen_trt_engine(argv: list[str]) -> int:
             batches=args.batches, min_batch_size=args.min_batch_size, opt_batch_size=args.opt_batch_size,
             max_batch_size=args.max_batch_size, force_ptq=args.force_ptq, backend=args.backend,
             workspace_mib=int(args.max_workspace_size * 1024), class_names=names, clustering=clustering,
-            bbox_scale_offset=scale_offset, verbose=args.verbose, check_images=_images_in(check_dirs),
+            bbox_scale_offset=scale_offset, verbose=args.verbose,
+            check_images=_images_in(check_dirs) if args.data_type != "fp32" else [],
         )  # fmt: skip
         message = f"Built {info.precision.upper()} engine {info.path} with {info.backend} {info.backend_version}"
         log.info(message)
@@ -116,12 +117,22 @@ def _spec_settings(spec_path, model_path):
     return names, None, (DEFAULT_SCALE, DEFAULT_OFFSET), [], []
 
 
-def _images_in(dirs: list[str]) -> list:
-    from tao_deploy.engine.builder import CHECK_IMAGES
-    from tao_deploy.engine.calibration import find_images
+VALIDATION_FIELD = "dataset_config.validation_data_source.image_directory_path"
 
-    dirs = [d for d in dirs if os.path.isdir(d)]
-    return find_images(dirs)[1][:CHECK_IMAGES] if dirs else []
+
+def _images_in(dirs: list[str]) -> list:
+    """The validation images an FP16 / INT8 engine is checked on: a folder the spec names must
+    exist and its images open (one clear error before the build, not a check silently skipped)."""
+    from tao_deploy.engine.builder import CHECK_IMAGES
+    from tao_deploy.engine.calibration import check_images_readable, find_images
+
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise TaoUserError(f"-e spec: {VALIDATION_FIELD} {d} is not a directory (its images are where the "
+                               "FP16 / INT8 engine is checked against FP32)")  # fmt: skip
+    paths = find_images(dirs)[1][:CHECK_IMAGES] if dirs else []
+    check_images_readable(paths, f"{VALIDATION_FIELD}: image")
+    return paths
 
 
 # ---- evaluate ----------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ outputs into detections. What is compared, per image, over the reference's `top_
   run in turn on the same batches (None with a single batch): a rough figure, not a benchmark.
 
 `Agreement.degraded(thresholds)` names what falls below the thresholds (empty when none does).
+The generic thresholds below were measured on DETR-family detectors. A network measured to
+need others (DetectNet_v2: steadier boxes, confidences that are sums of coverage rather than
+probabilities) gives its `decode` a `thresholds` attribute (a Thresholds); `measure_agreement`
+keeps it with the figures (`network_thresholds`) and `degraded` uses it in place of the generic
+defaults, so every caller of the check (the build, status.json) warns at the level measured for
+that network. Thresholds a caller chooses (anything but the generic defaults) still win.
 """
 
 from __future__ import annotations
@@ -55,9 +61,12 @@ class Agreement:
     score_abs_diff: float
     output_rel_err: dict[str, float]
     speedup: float | None = None
+    network_thresholds: dict | None = None  # the decode's own Thresholds (asdict), see the module docstring
 
     def degraded(self, thresholds: Thresholds = Thresholds()) -> list[str]:
         """One phrase per measure below its threshold (empty list: the engine agrees)."""
+        if self.network_thresholds and thresholds == Thresholds():
+            thresholds = Thresholds(**self.network_thresholds)
         bad = []
         if self.mean_iou < thresholds.min_mean_iou:
             bad.append(f"mean IoU of the top-{self.top_k} boxes {self.mean_iou:.3f} < {thresholds.min_mean_iou}")
@@ -127,9 +136,10 @@ def measure_agreement(reference: Callable[[np.ndarray], Outputs], candidate: Cal
     if images == 0:
         raise ValueError("measure_agreement got no batches")
     speedup = round(seconds[0] / seconds[1], 3) if seconds[1] > 0 else None
+    own = getattr(decode, "thresholds", None)
     return Agreement(images=images, top_k=top_k, mean_iou=_mean(ious), top1_iou=_mean(top1),
                      score_abs_diff=_mean(diffs), output_rel_err={k: round(v, 6) for k, v in rel.items()},
-                     speedup=speedup)
+                     speedup=speedup, network_thresholds=asdict(own) if own is not None else None)
 
 
 def _mean(values: list[float]) -> float:

@@ -139,7 +139,8 @@ def held_out_images(image_dirs, used: int, count: int) -> list[Path]:
     return [rest[int(i * step)] for i in range(count)]
 
 
-def check_images_readable(paths: Iterable[Path]) -> None:
+def check_images_readable(paths: Iterable[Path], what: str = "calibration image") -> None:
+    """Header check of each image (no decoding); the first unreadable one is a TaoUserError '<what> <path> ...'."""
     from PIL import Image, UnidentifiedImageError  # a tao-core dependency
 
     for p in paths:
@@ -147,7 +148,7 @@ def check_images_readable(paths: Iterable[Path]) -> None:
             with Image.open(p) as im:
                 im.verify()
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise TaoUserError(f"calibration image {p} cannot be read: {e}") from None
+            raise TaoUserError(f"{what} {p} cannot be read: {e}") from None
 
 
 class ImageBatches:
