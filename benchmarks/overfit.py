@@ -1,4 +1,4 @@
-"""Overfit test of DINO and Deformable DETR: can the real training path memorise 8 images?
+"""Overfit test of DINO, Deformable DETR and OneFormer: can the real training path memorise a few images?
 
 For each network a small model (ResNet-18, narrow transformer) is trained with the library's own
 train task, `tao_pytorch.detr.trainer.run_training` (Lightning, the spec's optimizer and loss),
@@ -9,6 +9,12 @@ window larger than any image). Training stops as soon as the validation kpi `val
 mAP at IoU 0.5, computed by the training's own validation step with tao_core.metrics.coco) reaches
 --target, or at --max-epochs / --max-time.
 
+OneFormer (--network oneformer) memorises the 2 images of the COCO panoptic sample
+(shared/data/coco_panoptic_sample) with its own train task (tao_pytorch.oneformer.tasks.train.run_training),
+a tiny Swin model, the panoptic task for every sample, the same resize in training and
+validation, and stops when the validation kpi `val_PQ` (tao_core.tasks.oneformer: PQ on the
+original-size panoptic ground truth) reaches --pq-target.
+
 Reported per network: steps, epochs, wall_s (the whole run_training call: data, model, training,
 validation), seconds_to_target, mAP and mAP50 of the last validation, reached, the history of
 validations and the config used. Wall times are on a shared machine: the 1-minute load average
@@ -17,6 +23,7 @@ before and after each run is reported next to them.
 Usage:
     python benchmarks/overfit.py                                   # both networks
     python benchmarks/overfit.py --network dino --max-time 300 --eval-every 1 --lr 5e-4
+    python benchmarks/overfit.py --network oneformer --eval-every 5
 Prints one JSON object on stdout (progress lines go to stderr).
 """
 
@@ -36,7 +43,7 @@ from pathlib import Path
 from tao_core.testing import find_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-NETWORKS = ("dino", "deformable_detr")
+NETWORKS = ("dino", "deformable_detr")  # "both"; "all" adds "oneformer"
 
 # Per-network knobs tuned so both reach mAP50 >= 0.8 on 8 images on a CPU in a few minutes.
 # Seeds 1234 and 7 both reached 0.8 with these (DINO 2e-4: epochs 50 / 38; 5e-4 reached it too, by
@@ -123,11 +130,13 @@ def spec_text(network: str, args, image_dir: str, json_file: str, results_dir: s
     return json.dumps(spec)
 
 
-def make_stop_callback(target: float, t0_ref: list, verbose: bool):
+def make_stop_callback(target: float, t0_ref: list, verbose: bool, metric: str = "val_mAP50",
+                       also: tuple = ("val_mAP",)):
     import pytorch_lightning as pl
 
     class StopAtTarget(pl.Callback):
-        """Records every validation and stops training once val_mAP50 >= target."""
+        """Records every validation and stops training once `metric` >= target (read from the
+        module's val_metrics, else the logged metrics)."""
 
         def __init__(self):
             self.history: list[dict] = []
@@ -136,21 +145,20 @@ def make_stop_callback(target: float, t0_ref: list, verbose: bool):
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
                 return
-            m = trainer.callback_metrics
-            if "val_mAP50" not in m:
+            m = {**trainer.callback_metrics, **(getattr(pl_module, "val_metrics", None) or {})}
+            if metric not in m:
                 return
             row = {
                 "epoch": trainer.current_epoch + 1,
                 "step": trainer.global_step,
                 "elapsed_s": round(time.perf_counter() - t0_ref[0], 2),
-                "mAP": round(float(m["val_mAP"]), 4),
-                "mAP50": round(float(m["val_mAP50"]), 4),
+                **{name.removeprefix("val_"): round(float(m[name]), 4) for name in (*also, metric) if name in m},
                 "train_loss": round(float(m["train_loss_epoch"]), 4) if "train_loss_epoch" in m else None,
             }
             self.history.append(row)
             if verbose:
-                print(f"[{pl_module.network.name}] {json.dumps(row)}", file=sys.stderr, flush=True)
-            if row["mAP50"] >= target and self.reached_at is None:
+                print(f"[{metric}] {json.dumps(row)}", file=sys.stderr, flush=True)
+            if row[metric.removeprefix("val_")] >= target and self.reached_at is None:
                 self.reached_at = row
                 trainer.should_stop = True
 
@@ -223,9 +231,88 @@ def run_one(network: str, args, workdir: Path) -> dict:
     }
 
 
+def oneformer_spec(args, results_dir: str) -> dict:
+    """The OneFormer overfit spec: the COCO panoptic sample as train and val split, a tiny Swin."""
+    data = find_dataset("coco_panoptic_sample", REPO, "annotations/panoptic_val2017_sample.json")
+    if data is None:
+        sys.exit("coco_panoptic_sample not found under $TAO_SHARED_DATA, shared/data or examples/data")
+    split = {"images": str(data / "val2017"), "annotations": str(data / "annotations/panoptic_val2017_sample.json"),
+             "panoptic": str(data / "panoptic_val2017"), "batch_size": args.batch_size, "num_workers": args.workers}
+    size, hidden = int(args.of_size), int(args.hidden_dim)
+    return {
+        "results_dir": results_dir,
+        "dataset": {
+            "train": split, "val": split, "workers": args.workers, "task_seq_len": 16, "max_seq_len": 16,
+            # the same shorter side in training and validation; the crop window holds the whole image
+            "augmentation": {"train_min_size": [size], "train_max_size": 2 * size, "train_crop_size": [4096, 4096],
+                             "test_min_size": size, "test_max_size": 2 * size},
+            "task_prob_train": {"semantic": 0.0, "instance": 0.0, "panoptic": 1.0},
+        },
+        "model": {
+            "mode": "panoptic",
+            "backbone": {"swin": {"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "window_size": 7,
+                                  "drop_path_rate": 0.0}},
+            "sem_seg_head": {"num_classes": 133, "convs_dim": hidden, "mask_dim": hidden, "transformer_enc_layers": 1},
+            "one_former": {"hidden_dim": hidden, "nheads": 4, "dim_feedforward": 2 * hidden,
+                           "dec_layers": args.dec_layers + 1, "num_object_queries": args.of_queries,
+                           "class_dec_layers": 1, "train_num_points": 1024, "dropout": 0.0},
+            "text_encoder": {"width": hidden, "num_layers": 1, "n_ctx": 2, "context_length": 16},
+            "object_mask_threshold": 0.5, "overlap_threshold": 0.8,
+        },
+        "train": {
+            "num_epochs": args.max_epochs, "checkpoint_interval": 10_000, "validation_interval": args.eval_every,
+            "activation_checkpoint": False, "seed": args.seed, "clip_grad_norm": 1.0,
+            "optim": {"type": "AdamW", "lr": args.lr or 5e-4, "weight_decay": 1e-4,
+                      "milestones": args.lr_steps or [args.max_epochs + 1]},
+        },
+    }
+
+
+def run_oneformer(args, workdir: Path) -> dict:
+    import torch
+    from omegaconf import OmegaConf
+
+    from tao_core.cli.network import TaskContext
+    from tao_core.results import StatusLogger
+    from tao_core.specs import get_spec
+    from tao_pytorch.oneformer.tasks.train import run_training
+
+    run_dir = workdir / "oneformer"
+    cfg = get_spec("oneformer").load("train", text=json.dumps(oneformer_spec(args, str(run_dir / "results"))))
+    ctx = TaskContext("oneformer", "train", os.path.join(cfg.results_dir, "train"), None,
+                      StatusLogger(cfg.results_dir, "train"), [])
+    t0 = [time.perf_counter()]
+    stop = make_stop_callback(args.pq_target, t0, not args.quiet, metric="val_PQ", also=("val_SQ", "val_RQ"))
+    load_before = os.getloadavg()[0]
+    t0[0] = time.perf_counter()
+    trainer = run_training(cfg, ctx, callbacks=[stop], enable_checkpointing=False, logger=False,
+                           enable_progress_bar=False, enable_model_summary=False,
+                           max_time=timedelta(seconds=args.max_time))
+    wall = time.perf_counter() - t0[0]
+    last = stop.history[-1] if stop.history else {}
+    return {
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "wall_s": round(wall, 1),
+        "seconds_to_target": stop.reached_at["elapsed_s"] if stop.reached_at else None,
+        "PQ": last.get("PQ"), "SQ": last.get("SQ"), "RQ": last.get("RQ"),
+        "reached": stop.reached_at is not None,
+        "target_PQ": args.pq_target,
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "history": stop.history,
+        "config": {"images": 2, "size_short_side": args.of_size, "augmentation": "horizontal flip only",
+                   "task": "panoptic", "batch_size": args.batch_size, "model": OmegaConf.to_container(cfg.model),
+                   "optim": OmegaConf.to_container(cfg.train.optim), "clip_grad_norm": cfg.train.clip_grad_norm,
+                   "eval_every": args.eval_every, "max_epochs": args.max_epochs, "max_time_s": args.max_time,
+                   "seed": args.seed},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--network", default="both", choices=[*NETWORKS, "both"])
+    ap.add_argument("--network", default="both", choices=[*NETWORKS, "oneformer", "both", "all"])
     ap.add_argument("--images", type=int, default=8, help="first N raccoon training images (default 8)")
     ap.add_argument("--target", type=float, default=0.8, help="stop at this train-set mAP50 (default 0.8)")
     ap.add_argument("--max-epochs", type=int, default=300)
@@ -240,6 +327,9 @@ def main() -> None:
     ap.add_argument("--enc-layers", type=int, default=1)
     ap.add_argument("--dec-layers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--pq-target", type=float, default=0.9, help="OneFormer: stop at this train-set PQ (default 0.9)")
+    ap.add_argument("--of-size", type=int, default=160, help="OneFormer: shorter image side (default 160)")
+    ap.add_argument("--of-queries", type=int, default=40, help="OneFormer: num_object_queries (default 40)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: main process)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=1234)
@@ -258,12 +348,13 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
-    networks = NETWORKS if args.network == "both" else (args.network,)
+    networks = {"both": NETWORKS, "all": (*NETWORKS, "oneformer")}.get(args.network, (args.network,))
     result = {"host": {"cpus": os.cpu_count(), "torch": torch.__version__}, "networks": {}}
     with tempfile.TemporaryDirectory(prefix="overfit_") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         for net in networks:
-            result["networks"][net] = run_one(net, args, workdir)
+            run = run_oneformer(args, workdir) if net == "oneformer" else run_one(net, args, workdir)
+            result["networks"][net] = run
     print(json.dumps(result, indent=2))
 
 

@@ -236,3 +236,15 @@ def _peer_failed_message(trainer: pl.Trainer) -> str:
             else "the last checkpoint (if any) is the resume point")
     return (f"training process {trainer.global_rank} of {trainer.world_size} stopped because another one failed "
             f"(its error is printed above); {kept}")
+
+
+def log_training_step(module: pl.LightningModule, loss: torch.Tensor, losses: dict, batch_size: int,
+                      terms: tuple[str, ...]) -> None:
+    """What every network logs per training step: train_loss (progress bar, step and epoch),
+    train_<term> of its named loss terms (epoch means) and the first group's learning rate."""
+    kw = {"batch_size": batch_size, "sync_dist": True}
+    module.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, **kw)
+    for name in terms:
+        if name in losses:
+            module.log(f"train_{name}", losses[name], on_step=False, on_epoch=True, **kw)
+    module.log("lr", module.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=batch_size)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from tao_core.metrics.coco import evaluate as coco_evaluate
 from tao_core.processing.detr import to_coco_results
+from tao_pytorch.common.training import log_training_step
 from tao_pytorch.detr.criterion import total_loss
 from tao_pytorch.detr.data.dataset import with_mask_channel
 from tao_pytorch.detr.network import DetrNetwork
@@ -90,11 +91,7 @@ class DetrLightningModule(pl.LightningModule):
         outputs = self(images, mask, targets)
         loss, losses = self._loss(outputs, targets)
         bs = images.shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
-        for name in LOGGED_TERMS:
-            if name in losses:
-                self.log(f"train_{name}", losses[name], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        log_training_step(self, loss, losses, bs, LOGGED_TERMS)
         return loss
 
     def on_validation_epoch_start(self) -> None:

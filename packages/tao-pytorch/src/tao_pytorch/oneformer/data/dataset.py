@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from tao_core.data.coco_panoptic import read_panoptic_png
 from tao_core.data.images import load_image_checked, load_image_rgb
+from tao_core.data.oneformer_ground_truth import coco_instances, ground_truth
 from tao_core.data.segmentation_sources import (
     ClassTable,
     coco_segmentation_mask,
@@ -141,52 +142,12 @@ class OneFormerDataset(Dataset):
 
 
     def ground_truth(self, idx: int) -> dict:
-        """Evaluation ground truth of item idx on the original image: "semantic" (H, W) int64 class
-        indices, ignore_value elsewhere (from a panoptic source every segment, crowd included, is
-        painted: the COCO semantic convention); for a panoptic source also "panoptic" (segment-id
-        map, segments_info with json category ids)."""
-        rec = self.records[idx]
-        out: dict[str, Any] = {"image_id": int(rec["image_id"])}
-        if self.fmt == "semantic":
-            seg, segments = semantic_to_segments(read_class_mask(rec["mask_path"]), self.table, self.ignore_value)
-            out["semantic"] = np.where(seg > 0, seg.astype(np.int64) - 1, self.ignore_value)
-            return out
-        if self.fmt == "panoptic":
-            ids = read_panoptic_png(rec["pan_path"])
-            out["panoptic"] = (ids, [
-                {"id": int(i), "category_id": int(c), "iscrowd": int(k), **({"area": int(a)} if a >= 0 else {})}
-                for i, c, k, a in zip(rec["segment_ids"], rec["category_ids"], rec["iscrowd"], rec["area"], strict=True)])
-            lut = dict(zip(np.asarray(rec["segment_ids"]).tolist(), self.table.index_of(rec["category_ids"]).tolist(),
-                           strict=True))
-            semantic = np.full(ids.shape, self.ignore_value, np.int64)
-            for sid, cls in lut.items():
-                semantic[ids == sid] = cls
-            out["semantic"] = semantic
-            return out
-        sample, segments = load_sample(self.fmt, rec, self.table, self.ignore_value)
-        semantic = np.full(sample["image"].shape[:2], self.ignore_value, np.int64)
-        for m, cls in zip(sample["masks"], segments["classes"], strict=True):
-            semantic[m] = cls
-        out["semantic"] = semantic
-        return out
+        """Evaluation ground truth of item idx on the original image (tao_core.data.oneformer_ground_truth)."""
+        return ground_truth(self.fmt, self.records[idx], self.table, self.ignore_value)
 
     def coco_instances(self) -> dict:
-        """COCO instances ground truth of an instance source (json category ids, the records' image ids),
-        for tao_core.metrics.coco.evaluate(..., "segm")."""
-        if self.fmt != "instance":
-            raise ValueError(f"a {self.fmt} dataset has no COCO instance ground truth")
-        images, anns = [], []
-        for i in range(len(self)):
-            rec = self.records[i]
-            images.append({"id": int(rec["image_id"]), "file_name": rec["file_name"],
-                           "width": int(rec["width"]), "height": int(rec["height"])})
-            xywh = np.asarray(rec["boxes"], np.float64).reshape(-1, 4)
-            xywh[:, 2:] -= xywh[:, :2]
-            for j, segm in enumerate(rec["segmentation"] or []):
-                anns.append({"id": int(rec["ann_ids"][j]), "image_id": int(rec["image_id"]),
-                             "category_id": int(rec["category_ids"][j]), "segmentation": segm,
-                             "area": float(rec["area"][j]), "bbox": xywh[j].tolist(), "iscrowd": int(rec["iscrowd"][j])})
-        return {"images": images, "annotations": anns, "categories": self.table.categories()}
+        """COCO instance ground truth of an instance source, for tao_core.metrics.coco.evaluate(..., "segm")."""
+        return coco_instances(self.fmt, self.records, self.table)
 
 
 class OneFormerImageDataset(Dataset):

@@ -17,15 +17,12 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from tao_core.data.coco import load_coco_sources
-from tao_core.data.coco_panoptic import load_panoptic_json
 from tao_core.data.images import list_images
-from tao_core.data.segmentation_sources import ClassTable, check_semantic_files, class_table, read_jsonl
+from tao_core.data.oneformer_ground_truth import SPLITS, load_split
 from tao_core.data.serialized import SerializedList
-from tao_core.errors import TaoUserError
 from tao_core.processing.oneformer import normalisation
 from tao_core.spec.access import spec_get, spec_get_default
-from tao_core.specs.oneformer_dataset import DatasetConfig, split_format
+from tao_core.specs.oneformer_dataset import DatasetConfig
 from tao_core.specs.oneformer_model import OneFormerDecoderConfig, SemSegHeadConfig, TextEncoderConfig
 from tao_pytorch.detr.data.loader import TaoDataLoader
 from tao_pytorch.oneformer.data.dataset import OneFormerDataset, OneFormerImageDataset, collate_oneformer
@@ -33,46 +30,12 @@ from tao_pytorch.oneformer.data.transforms import aug_field, build_transforms
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 # The task evaluated on a split of each format unless the caller names one.
 EVAL_TASK = {"semantic": "semantic", "instance": "instance", "panoptic": "panoptic"}
 
 
 def _model_field(cfg: Any, section: str, name: str, schema: type) -> Any:
     return spec_get_default(spec_get(spec_get(cfg, "model"), section), name, schema)
-
-
-def load_split(dataset_cfg: Any, split: str, ignore_value: int = 255,
-               check_files: bool = True) -> tuple[str, list[dict], ClassTable]:
-    """(format, records, class table) of dataset.<split>, every file checked (check_files)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    split_cfg = spec_get(dataset_cfg, split)
-    fmt = split_format(split_cfg) if split_cfg is not None else None
-    if fmt is None:
-        raise TaoUserError(f"dataset.{split}.annotations: no annotation file given for the {split} split")
-    ann, images, panoptic = (spec_get(split_cfg, k) for k in ("annotations", "images", "panoptic"))
-    label_map = spec_get(dataset_cfg, "label_map")
-    contiguous = bool(spec_get_default(dataset_cfg, "contiguous_id", DatasetConfig))
-    if fmt == "panoptic":
-        records, cats = load_panoptic_json(str(ann), str(images), str(panoptic), check_files=check_files)
-        table = class_table(label_map, cats, contiguous, str(ann))
-    elif fmt == "instance":
-        index = load_coco_sources([{"image_dir": str(images), "json_file": str(ann)}], None,
-                                  check_images=check_files)
-        table = class_table(label_map, index.categories, contiguous, str(ann))
-        records = list(index.records)
-        lacking = [r["file_name"] for r in records if len(r["category_ids"]) and (
-            r["segmentation"] is None or any(s is None for s in r["segmentation"]))]
-        if lacking:
-            raise TaoUserError(f"{ann}: annotations of {len(lacking)} images have no 'segmentation' (polygons or RLE), "
-                               f"which instance segmentation needs: {', '.join(lacking[:10])}")
-    else:
-        records = read_jsonl(str(ann), str(images) if images else None)
-        table = class_table(label_map, None, contiguous, str(ann))
-        if check_files:
-            check_semantic_files(records, table, ignore_value, str(ann))
-    return fmt, records, table
 
 
 def build_dataset(cfg: Any, split: str, *, task: str | None = None, check_files: bool = True) -> OneFormerDataset:

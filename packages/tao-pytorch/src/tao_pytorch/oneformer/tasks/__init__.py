@@ -1,0 +1,1 @@
+"""OneFormer tasks: thin, read the spec and call the library."""
