@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tao_core.data.images import load_image_checked
 from tao_core.errors import TaoUserError
 
 logger = logging.getLogger(__name__)
@@ -45,3 +46,29 @@ class SkippedInputs:
         if status is not None:
             status.write("RUNNING", message, verbosity="WARNING", skipped={"count": n, "files": names})
         return {"count": n, "files": names}
+
+
+def readable_images(paths, skipped: SkippedInputs):
+    """(path, RGB uint8 image) of each file of `paths` that decodes; the others go to `skipped`
+    (and decoding warnings, e.g. an EXIF rotation, to the log)."""
+    for path in paths:
+        try:
+            image, warning = load_image_checked(path)
+        except TaoUserError as err:
+            skipped.add(path, str(err))
+            continue
+        if warning:
+            logger.warning("%s", warning)
+        yield path, image
+
+
+def readable_batches(paths, batch_size: int, skipped: SkippedInputs):
+    """readable_images in lists of up to `batch_size` (an engine's batch)."""
+    batch = []
+    for item in readable_images(paths, skipped):
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,1 +1,2 @@
-"""Drawing detections and writing inference outputs (images_annotated/, labels/)."""
+"""Drawing detections and writing inference outputs (images_annotated/, labels/); segmentation
+overlays (class colours, outlines, legend) in segmentation.py."""

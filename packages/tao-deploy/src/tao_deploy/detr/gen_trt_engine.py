@@ -23,14 +23,12 @@ import os
 
 from tao_core.data.classmap import label_names
 from tao_core.errors import SpecError
-from tao_core.io.output_set import refuse_existing
 from tao_core.processing.detr import normalisation
 from tao_deploy.detr.deepstream_config import write_engine_deepstream_files
 from tao_deploy.detr.detector import check_detr_io, image_preprocessor, raw_decoder
-from tao_deploy.engine.builder import build_from_spec, record_agreement
+from tao_deploy.engine.builder import build_from_spec, check_spec_paths, record_agreement
 from tao_deploy.engine.calibration import find_images
 from tao_deploy.engine.onnx_io import input_specs, load_onnx, output_specs, static_dim
-from tao_deploy.engine.precision import normalize_precision
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +72,7 @@ def validation_images(cfg) -> list[str]:
 
 def run(cfg, ctx) -> dict:
     spec = cfg.gen_trt_engine
-    if not spec.onnx_file:
-        raise SpecError("gen_trt_engine.onnx_file", None, "the exported .onnx (or .etlt) to build from")
-    if not spec.trt_engine:
-        raise SpecError("gen_trt_engine.trt_engine", None, "the path of the engine file to write")
-    # the output rule of files the user names (tao_core.io.output_set): an existing engine is refused
-    refuse_existing(spec.trt_engine, "gen_trt_engine.trt_engine")
-    normalize_precision(spec.tensorrt.data_type)  # an unsupported precision fails before the model is read
+    check_spec_paths(spec)  # files named, no engine overwritten, a known precision: before the model is read
 
     model = load_onnx(spec.onnx_file, ctx.key)  # missing file, missing / wrong key: now
     inputs = input_specs(model)

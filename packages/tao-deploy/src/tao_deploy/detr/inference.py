@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 
 from tao_core.data.classmap import read_classmap
-from tao_core.data.images import list_images, load_image_checked
-from tao_core.errors import TaoUserError
+from tao_core.data.images import list_images
 from tao_core.io.output_set import replace_outputs
 from tao_core.processing.detr import normalisation
 from tao_core.tasks.detr import batch_size_of, input_size_of, output_dir
-from tao_core.tasks.inputs import SkippedInputs
+from tao_core.tasks.inputs import SkippedInputs, readable_batches
 from tao_core.visualize.outputs import InferenceWriters, write_detr_detections
 from tao_deploy.detr.detector import EngineDetector, require_engine
 
@@ -51,7 +50,7 @@ def run(cfg, ctx) -> dict:
                                    float(section.conf_threshold), per_source_folder=bool(section.get("is_internal")))
         logger.info("running %s (%s %s engine) on %d images", engine_path, detector.engine.precision.upper(),
                     detector.engine.backend, len(paths))
-        for chunk in _readable_batches(paths, detector.batch_size, skipped):
+        for chunk in readable_batches(paths, detector.batch_size, skipped):
             found = detector.detect([image for _, image in chunk])
             for (path, image), det in zip(chunk, found, strict=True):
                 num_kept += write_detr_detections(writers.for_image(path), path, image, det, class_names)
@@ -63,22 +62,3 @@ def run(cfg, ctx) -> dict:
     logger.info(message)
     ctx.status.write("RUNNING", message)
     return {"num_images": done, "num_detections": num_kept, "results_dir": out_dir, "skipped": skipped_report}
-
-
-def _readable_batches(paths, batch_size: int, skipped: SkippedInputs):
-    """Batches of (path, RGB image) of the files that decode; the others go to `skipped`."""
-    batch = []
-    for path in paths:
-        try:
-            image, warning = load_image_checked(path)
-        except TaoUserError as err:
-            skipped.add(path, str(err))
-            continue
-        if warning:
-            logger.warning("%s", warning)
-        batch.append((path, image))
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

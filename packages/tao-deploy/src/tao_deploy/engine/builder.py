@@ -15,7 +15,8 @@ from pathlib import Path
 
 import onnx
 
-from tao_core.errors import TaoUserError
+from tao_core.errors import SpecError, TaoUserError
+from tao_core.io.output_set import refuse_existing
 from tao_deploy import __version__
 from tao_deploy.backends import BuildOptions, choose_backend
 from tao_deploy.engine import agreement as agr
@@ -141,7 +142,7 @@ def build_engine(
     )
     found, degraded = None, ()
     if precision != "fp32" and check_data is not None and decode is not None:
-        found, degraded = _check_agreement(model, out_path, check_data, decode, thresholds, precision, meta)
+        found, degraded = check_agreement(model, out_path, check_data, decode, thresholds, precision, meta)
     return EngineInfo(Path(out_path), meta["backend"], meta["backend_version"], precision, meta, cache_path,
                       found, degraded)
 
@@ -156,7 +157,7 @@ def _int8_graph(name: str, backend: str) -> prec.Int8Graph:
     raise TaoUserError(f"int8_graph {name!r} is not one of ['auto', 'tensorrt', 'onnxruntime_cpu']")
 
 
-def _check_agreement(model, out_path, check_data, decode, thresholds, precision, meta):
+def check_agreement(model, out_path, check_data, decode, thresholds, precision, meta):
     """Run the built engine and the FP32 graph (ONNX Runtime) on the held-out batches and log
     how they agree; a loud warning when they do not. Returns (agreement json, degraded)."""
     import onnxruntime as ort
@@ -280,6 +281,18 @@ def _apply_precision(model, precision, calibration, cache, keep_fp32_ops, keep_f
 
 def _default_opset(model: onnx.ModelProto) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def check_spec_paths(spec) -> str:
+    """The gen_trt_engine section's files, checked before anything is read: onnx_file and
+    trt_engine named, an existing engine refused (tao_core.io.output_set's rule for files the user
+    names). Returns the normalised tensorrt.data_type (an unsupported one fails here too)."""
+    if not spec.onnx_file:
+        raise SpecError("gen_trt_engine.onnx_file", None, "the exported .onnx (or .etlt) to build from")
+    if not spec.trt_engine:
+        raise SpecError("gen_trt_engine.trt_engine", None, "the path of the engine file to write")
+    refuse_existing(spec.trt_engine, "gen_trt_engine.trt_engine")
+    return prec.normalize_precision(spec.tensorrt.data_type)
 
 
 def build_from_spec(
