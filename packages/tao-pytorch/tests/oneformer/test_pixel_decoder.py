@@ -34,7 +34,12 @@ def hf_pixel_decoder(head: SemSegHeadConfig, decoder: OneFormerDecoderConfig):
         conv_dim=head.convs_dim, mask_dim=head.mask_dim, encoder_layers=head.transformer_enc_layers,
         num_attention_heads=decoder.nheads, dropout=decoder.dropout, common_stride=head.common_stride,
     )
-    return OneFormerPixelDecoder(cfg, feature_channels=[CHANNELS[n] for n in ("res2", "res3", "res4", "res5")]).eval()
+    decoder = OneFormerPixelDecoder(cfg, feature_channels=[CHANNELS[n] for n in ("res2", "res3", "res4", "res5")])
+    # transformers allocates level_embed uninitialised (torch.Tensor(...)) and fills it in the
+    # PreTrainedModel's _init_weights (zeros), which a bare submodule never runs: whatever the
+    # memory held (NaN now and then) would reach both models. Give it that init here.
+    torch.nn.init.zeros_(decoder.level_embed)
+    return decoder.eval()
 
 
 def hf_to_shi_pixel_decoder(hf_state: dict) -> dict:
