@@ -16,6 +16,7 @@ from tao_core.tasks.oneformer_outputs import (
     OneFormerOutputWriter,
     PostprocessSettings,
     SegmentationClasses,
+    evaluation_input,
     inference_classes,
     network_input,
     normalise_input,
@@ -152,3 +153,16 @@ def test_panoptic_ground_truth_without_a_framework(tmp_path):
     assert split.fmt == "panoptic" and gt["image_id"] == 3
     np.testing.assert_array_equal(gt["semantic"], [[0] * 6] * 2 + [[1, 1, 1, 255, 255, 255]] * 2)
     assert [s["id"] for s in gt["panoptic"][1]] == [5, 9]
+
+
+def test_evaluation_input_resizes_like_the_checkpoint_evaluation_and_pads_with_the_mean():
+    image = np.random.default_rng(0).integers(0, 256, (427, 640, 3), dtype=np.uint8)
+    mean = [123.675, 116.28, 103.53]
+    x, hw = evaluation_input(image, (64, 64), 48, 64, mean)  # shorter side 48 -> 72 wide > 64: capped at 64
+    assert hw == (43, 64) and x.shape == (3, 64, 64) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, :43], network_input(image, (43, 64)))  # the same resize as the loader
+    np.testing.assert_array_equal(x[:, 43:], np.broadcast_to(np.float32(mean).reshape(3, 1, 1), (3, 21, 64)))
+    x, hw = evaluation_input(image, (32, 32), 800, 1333, mean)  # larger than the engine: scaled down to fit
+    assert hw == (21, 32)
+    x, hw = evaluation_input(image, (160, 288), 160, 320, mean)  # fits: only the test resize
+    assert hw == (160, 240) and (x[:, :, 240:] == np.float32(mean).reshape(3, 1, 1)).all()

@@ -19,7 +19,7 @@ from tao_core.data.oneformer_ground_truth import load_eval_split
 from tao_core.errors import TaoUserError
 from tao_core.processing.oneformer import postprocess
 from tao_core.tasks.oneformer import OneFormerEvaluation, kpi
-from tao_core.tasks.oneformer_outputs import network_input, task_tokens
+from tao_core.tasks.oneformer_outputs import evaluation_input, network_input, task_tokens
 from tao_core.testing import find_dataset
 from tao_deploy import load_engine
 from tao_deploy.detr.testing import tiny_detr
@@ -181,10 +181,16 @@ def test_evaluate_scores_like_tao_core_on_onnxruntime(root):
     split = load_eval_split(cfg, "test")
     ev = OneFormerEvaluation(["panoptic", "semantic"], split.table.categories(), C, 255, object_mask_threshold=0.0,
                              overlap_threshold=0.8, test_topk_per_image=10)
+    aug = cfg.dataset.augmentation  # the checkpoint evaluation's resize, aspect kept, padded with the mean
+    pairs = [evaluation_input(im, HW, aug.test_min_size, aug.test_max_size, cfg.dataset.pixel_mean) for im in images()]
+    assert [hw for _, hw in pairs] == [(21, 32), (18, 32)]  # 640 x 427 and 640 x 360 fitted into 32 x 32
+    sess = ort.InferenceSession(str(root / "biased.onnx"), providers=["CPUExecutionProvider"])
+    x = np.stack([p for p, _ in pairs])
     for kind in ("panoptic", "semantic"):
-        logits, masks = reference_outputs(root / "biased.onnx", kind)
+        logits, masks = sess.run(None, {"images": x, "task_tokens": task_tokens(kind, L, len(x))})
         for i in range(2):
-            ev.add(logits[i], masks[i], padded_hw=HW, valid_hw=HW, ground_truth=split.ground_truth(i), kinds=[kind])
+            ev.add(logits[i], masks[i], padded_hw=HW, valid_hw=pairs[i][1], ground_truth=split.ground_truth(i),
+                   kinds=[kind])
     assert results["kpi"]["mIoU"] > 0 and results["kpi"]["pACC"] > 0.1
     assert results["kpi"] == pytest.approx(kpi(ev.compute()))
 

@@ -47,7 +47,7 @@ from tao_core.data.segmentation_sources import ClassTable, class_table
 from tao_core.errors import TaoUserError
 from tao_core.io.atomic import atomic_write_bytes, atomic_write_text
 from tao_core.processing.detr import resize_image
-from tao_core.processing.oneformer import MODES, instances_to_coco, postprocess
+from tao_core.processing.oneformer import MODES, instances_to_coco, postprocess, shortest_edge_size
 from tao_core.spec.access import spec_get
 from tao_core.text import task_text, tokenize
 from tao_core.visualize.draw import RGB, class_color
@@ -79,6 +79,27 @@ def network_input(image: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
     return resize_image(image, size_hw).transpose(2, 0, 1).astype(np.float32)
+
+
+def evaluation_input(image: np.ndarray, size_hw: Sequence[int], min_size: int, max_size: int,
+                     pad_value: Sequence[float]) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 HxWx3 RGB -> ((3, H, W) float32 on 0..255, (h, w) of the image inside): the image
+    resized as the evaluation of a checkpoint resizes it (shorter side min_size, longer at most
+    max_size: dataset.augmentation.test_min_size / test_max_size), scaled down further only when
+    it does not fit size_hw, placed top-left and padded to size_hw with `pad_value` (the spec's
+    pixel_mean: the normalised zero padding of the PyTorch loader). An engine whose H x W is the
+    PyTorch batch's padded size so sees exactly the pixels the checkpoint saw."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
+    H, W = int(size_hw[0]), int(size_hw[1])
+    h, w = shortest_edge_size(image.shape[:2], int(min_size), int(max_size))
+    if h > H or w > W:
+        scale = min(H / h, W / w)
+        h, w = max(1, min(H, int(h * scale + 0.5))), max(1, min(W, int(w * scale + 0.5)))
+    out = np.empty((3, H, W), np.float32)
+    out[:] = np.asarray(pad_value, np.float32).reshape(3, 1, 1)
+    out[:, :h, :w] = resize_image(image, (h, w)).transpose(2, 0, 1)
+    return out, (h, w)
 
 
 def normalise_input(batch: np.ndarray, pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> np.ndarray:

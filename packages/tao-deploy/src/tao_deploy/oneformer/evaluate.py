@@ -3,9 +3,13 @@
 `tao model oneformer evaluate` scores a checkpoint: the same result kinds (model.mode, then the
 model.test *_on switches), the same post-processing settings and results.json / status line.
 
-The engine runs once per kind with that kind's task tokens, on each image resized to the
-engine's H x W (fixed at export, tao-core's network_input); its mask logits are brought back to
-the original image by the evaluation (padded = valid = the engine's input size). The ground
+The engine runs once per kind with that kind's task tokens. Each image is resized as the
+checkpoint's evaluation resizes it (dataset.augmentation.test_min_size / test_max_size, aspect
+kept; scaled down further only if it does not fit) and padded with the mean colour to the
+engine's H x W (fixed at export; tao_core.tasks.oneformer_outputs.evaluation_input); its mask
+logits inside the padding are brought back to the original image by the evaluation. Exported at
+the PyTorch batch's padded size, the engine sees the checkpoint's pixels and scores what
+`tao model oneformer evaluate` scores (tests/e2e/test_oneformer_engine_parity.py). The ground
 truth is read without a framework (tao_core.data.oneformer_ground_truth). An unreadable image is
 an error here, as in the PyTorch evaluation: a metric over a subset would be a different number.
 """
@@ -26,6 +30,7 @@ from tao_core.tasks.oneformer import (
     postprocess_settings,
     write_oneformer_evaluation,
 )
+from tao_core.tasks.oneformer_outputs import task_tokens
 from tao_deploy.oneformer.segmenter import EngineSegmenter, require_engine
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ def run(cfg, ctx) -> dict:
     kinds = evaluation_kinds(cfg, split.fmt)
     out_dir = output_dir(section, ctx)
     instances = split.coco_instances() if "instance" in kinds and split.fmt == "instance" else None
+    aug = cfg.dataset.augmentation
     with EngineSegmenter(engine_path, cfg.dataset.pixel_mean, cfg.dataset.pixel_std,
                          int(spec_batch(cfg, split_name))) as seg:
         num_classes = seg.num_classes or int(cfg.model.sem_seg_head.num_classes)
@@ -54,16 +60,18 @@ def run(cfg, ctx) -> dict:
             images = [load_image_rgb(split.records[i]["path"], allow_truncated=bool(split.records[i].get("truncated")))
                       for i in idx]
             gts = [split.ground_truth(i) for i in idx]
+            batch, valid = seg.preprocess_keep_aspect(images, aug.test_min_size, aug.test_max_size)
             for kind in kinds:
-                logits, masks = seg.run(images, kind)
-                for mask_cls, mask_pred, gt in zip(logits, masks, gts, strict=True):
-                    evaluation.add(mask_cls, mask_pred, padded_hw=seg.size_hw, valid_hw=seg.size_hw, ground_truth=gt,
+                logits, masks = seg.run_raw(batch, task_tokens(kind, seg.task_len, len(batch)))
+                for mask_cls, mask_pred, gt, hw in zip(logits, masks, gts, valid, strict=True):
+                    evaluation.add(mask_cls, mask_pred, padded_hw=seg.size_hw, valid_hw=hw, ground_truth=gt,
                                    kinds=[kind])
         results = evaluation.compute()
         run_info = {"network": ctx.network, "trt_engine": str(engine_path), "precision": seg.engine.precision,
                     "backend": seg.engine.backend, "data": f"dataset.{split_name}", "format": split.fmt,
                     "seconds": round(time.time() - start, 3), **postprocess_settings(cfg),
-                    "input": {"height": seg.size_hw[0], "width": seg.size_hw[1]}}
+                    "input": {"height": seg.size_hw[0], "width": seg.size_hw[1], "test_min_size": aug.test_min_size,
+                              "test_max_size": aug.test_max_size}}
     with replace_outputs(out_dir) as staging:  # results.json replaces a previous run's as a set
         return write_oneformer_evaluation(staging, results, run_info, ctx.status)
 

@@ -24,6 +24,7 @@ from tao_core.tasks.oneformer_outputs import (
     INPUT_RANGE,
     OUTPUT_NAMES,
     SegmentationClasses,
+    evaluation_input,
     inference_classes,
     instance_boxes,
     network_input,
@@ -86,6 +87,15 @@ class EngineSegmenter:
         """(B, 3, H, W) float32 engine input of uint8 RGB images."""
         batch = np.stack([network_input(im, self.size_hw) for im in images])
         return normalise_input(batch, self.mean, self.std) if self.normalise else batch
+
+    def preprocess_keep_aspect(self, images: Sequence[np.ndarray], min_size: int,
+                               max_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """(B, 3, H, W) engine input and each image's (h, w) inside it, resized as a checkpoint's
+        evaluation resizes (tao_core.tasks.oneformer_outputs.evaluation_input), padded with the mean."""
+        pairs = [evaluation_input(im, self.size_hw, min_size, max_size, self.mean) for im in images]
+        batch = np.stack([x for x, _ in pairs])
+        batch = normalise_input(batch, self.mean, self.std) if self.normalise else batch
+        return batch, [hw for _, hw in pairs]
 
     def run_raw(self, batch: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pred_logits, pred_masks) of a preprocessed batch, padded up to the engine's minimum batch."""
