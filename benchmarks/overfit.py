@@ -13,7 +13,9 @@ OneFormer (--network oneformer) memorises the 2 images of the COCO panoptic samp
 (shared/data/coco_panoptic_sample) with its own train task (tao_pytorch.oneformer.tasks.train.run_training),
 a tiny Swin model, the panoptic task for every sample, the same resize in training and
 validation, and stops when the validation kpi `val_PQ` (tao_core.tasks.oneformer: PQ on the
-original-size panoptic ground truth) reaches --pq-target.
+original-size panoptic ground truth) reaches --pq-target. `--of-data cityscapes` is the semantic
+smoke run instead: the one Cityscapes frame (shared/data/cityscapes_sample, 19 classes, labelIds
+through a label map), the semantic task, stopping at `val_mIoU` >= --miou-target.
 
 Reported per network: steps, epochs, wall_s (the whole run_training call: data, model, training,
 validation), seconds_to_target, mAP and mAP50 of the last validation, reached, the history of
@@ -24,6 +26,7 @@ Usage:
     python benchmarks/overfit.py                                   # both networks
     python benchmarks/overfit.py --network dino --max-time 300 --eval-every 1 --lr 5e-4
     python benchmarks/overfit.py --network oneformer --eval-every 5
+    python benchmarks/overfit.py --network oneformer --of-data cityscapes --of-size 128 --eval-every 10
 Prints one JSON object on stdout (progress lines go to stderr).
 """
 
@@ -231,28 +234,57 @@ def run_one(network: str, args, workdir: Path) -> dict:
     }
 
 
-def oneformer_spec(args, results_dir: str) -> dict:
-    """The OneFormer overfit spec: the COCO panoptic sample as train and val split, a tiny Swin."""
+# Cityscapes' 19 evaluated classes (labelId, name, isthing): trainId = position
+CITYSCAPES_CLASSES = [
+    (7, "road", 0), (8, "sidewalk", 0), (11, "building", 0), (12, "wall", 0), (13, "fence", 0), (17, "pole", 0),
+    (19, "traffic light", 0), (20, "traffic sign", 0), (21, "vegetation", 0), (22, "terrain", 0), (23, "sky", 0),
+    (24, "person", 1), (25, "rider", 1), (26, "car", 1), (27, "truck", 1), (28, "bus", 1), (31, "train", 1),
+    (32, "motorcycle", 1), (33, "bicycle", 1),
+]
+
+
+def oneformer_data(args, workdir: Path) -> tuple[dict, dict, int, str]:
+    """(split, extra dataset fields, num_classes, task) of --of-data: the COCO panoptic sample
+    (2 images, 133 classes, panoptic) or the Cityscapes sample (1 frame, 19 classes, semantic: a
+    JSON-lines file and a label map written into workdir)."""
+    if args.of_data == "cityscapes":
+        data = find_dataset("cityscapes_sample", REPO, "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png")
+        if data is None:
+            sys.exit("cityscapes_sample not found under $TAO_SHARED_DATA, shared/data or examples/data")
+        base = "frankfurt/frankfurt_000000_000294"
+        workdir.mkdir(parents=True, exist_ok=True)
+        jsonl, label_map = workdir / "cityscapes.jsonl", workdir / "cityscapes_labels.json"
+        jsonl.write_text(json.dumps({"img": f"leftImg8bit/val/{base}_leftImg8bit.png",
+                                     "segm": f"gtFine/val/{base}_gtFine_labelIds.png"}) + "\n")
+        label_map.write_text(json.dumps([{"id": i, "name": n, "isthing": t} for i, n, t in CITYSCAPES_CLASSES]))
+        split = {"images": str(data), "annotations": str(jsonl), "batch_size": 1, "num_workers": args.workers}
+        return split, {"label_map": str(label_map)}, len(CITYSCAPES_CLASSES), "semantic"
     data = find_dataset("coco_panoptic_sample", REPO, "annotations/panoptic_val2017_sample.json")
     if data is None:
         sys.exit("coco_panoptic_sample not found under $TAO_SHARED_DATA, shared/data or examples/data")
     split = {"images": str(data / "val2017"), "annotations": str(data / "annotations/panoptic_val2017_sample.json"),
              "panoptic": str(data / "panoptic_val2017"), "batch_size": args.batch_size, "num_workers": args.workers}
+    return split, {}, 133, "panoptic"
+
+
+def oneformer_spec(args, results_dir: str, workdir: Path) -> dict:
+    """The OneFormer overfit spec: the sample of --of-data as train and val split, a tiny Swin."""
+    split, extra, num_classes, task = oneformer_data(args, workdir)
     size, hidden = int(args.of_size), int(args.hidden_dim)
     return {
         "results_dir": results_dir,
         "dataset": {
-            "train": split, "val": split, "workers": args.workers, "task_seq_len": 16, "max_seq_len": 16,
+            "train": split, "val": split, "workers": args.workers, "task_seq_len": 16, "max_seq_len": 16, **extra,
             # the same shorter side in training and validation; the crop window holds the whole image
             "augmentation": {"train_min_size": [size], "train_max_size": 2 * size, "train_crop_size": [4096, 4096],
                              "test_min_size": size, "test_max_size": 2 * size},
-            "task_prob_train": {"semantic": 0.0, "instance": 0.0, "panoptic": 1.0},
+            "task_prob_train": {k: float(k == task) for k in ("semantic", "instance", "panoptic")},
         },
         "model": {
-            "mode": "panoptic",
+            "mode": task,
             "backbone": {"swin": {"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "window_size": 7,
                                   "drop_path_rate": 0.0}},
-            "sem_seg_head": {"num_classes": 133, "convs_dim": hidden, "mask_dim": hidden, "transformer_enc_layers": 1},
+            "sem_seg_head": {"num_classes": num_classes, "convs_dim": hidden, "mask_dim": hidden, "transformer_enc_layers": 1},
             "one_former": {"hidden_dim": hidden, "nheads": 4, "dim_feedforward": 2 * hidden,
                            "dec_layers": args.dec_layers + 1, "num_object_queries": args.of_queries,
                            "class_dec_layers": 1, "train_num_points": 1024, "dropout": 0.0},
@@ -278,11 +310,14 @@ def run_oneformer(args, workdir: Path) -> dict:
     from tao_pytorch.oneformer.tasks.train import run_training
 
     run_dir = workdir / "oneformer"
-    cfg = get_spec("oneformer").load("train", text=json.dumps(oneformer_spec(args, str(run_dir / "results"))))
+    cfg = get_spec("oneformer").load("train", text=json.dumps(oneformer_spec(args, str(run_dir / "results"), run_dir)))
     ctx = TaskContext("oneformer", "train", os.path.join(cfg.results_dir, "train"), None,
                       StatusLogger(cfg.results_dir, "train"), [])
     t0 = [time.perf_counter()]
-    stop = make_stop_callback(args.pq_target, t0, not args.quiet, metric="val_PQ", also=("val_SQ", "val_RQ"))
+    semantic = args.of_data == "cityscapes"
+    target = args.miou_target if semantic else args.pq_target
+    metric, also = ("val_mIoU", ("val_fwIoU", "val_pACC")) if semantic else ("val_PQ", ("val_SQ", "val_RQ"))
+    stop = make_stop_callback(target, t0, not args.quiet, metric=metric, also=also)
     load_before = os.getloadavg()[0]
     t0[0] = time.perf_counter()
     trainer = run_training(cfg, ctx, callbacks=[stop], enable_checkpointing=False, logger=False,
@@ -295,15 +330,15 @@ def run_oneformer(args, workdir: Path) -> dict:
         "epochs": int(trainer.current_epoch),
         "wall_s": round(wall, 1),
         "seconds_to_target": stop.reached_at["elapsed_s"] if stop.reached_at else None,
-        "PQ": last.get("PQ"), "SQ": last.get("SQ"), "RQ": last.get("RQ"),
+        **{name.removeprefix("val_"): last.get(name.removeprefix("val_")) for name in (metric, *also)},
         "reached": stop.reached_at is not None,
-        "target_PQ": args.pq_target,
+        f"target_{metric.removeprefix('val_')}": target,
         "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "history": stop.history,
-        "config": {"images": 2, "size_short_side": args.of_size, "augmentation": "horizontal flip only",
-                   "task": "panoptic", "batch_size": args.batch_size, "model": OmegaConf.to_container(cfg.model),
+        "config": {"data": args.of_data, "images": 1 if semantic else 2, "size_short_side": args.of_size,
+                   "augmentation": "horizontal flip only", "task": cfg.model.mode, "batch_size": args.batch_size, "model": OmegaConf.to_container(cfg.model),
                    "optim": OmegaConf.to_container(cfg.train.optim), "clip_grad_norm": cfg.train.clip_grad_norm,
                    "eval_every": args.eval_every, "max_epochs": args.max_epochs, "max_time_s": args.max_time,
                    "seed": args.seed},
@@ -328,6 +363,9 @@ def main() -> None:
     ap.add_argument("--dec-layers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--pq-target", type=float, default=0.9, help="OneFormer: stop at this train-set PQ (default 0.9)")
+    ap.add_argument("--of-data", default="coco_panoptic", choices=["coco_panoptic", "cityscapes"],
+                    help="OneFormer: the COCO panoptic sample (panoptic, PQ) or the Cityscapes frame (semantic smoke run, mIoU)")
+    ap.add_argument("--miou-target", type=float, default=0.8, help="OneFormer on cityscapes: stop at this mIoU (default 0.8)")
     ap.add_argument("--of-size", type=int, default=160, help="OneFormer: shorter image side (default 160)")
     ap.add_argument("--of-queries", type=int, default=40, help="OneFormer: num_object_queries (default 40)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: main process)")

@@ -2,15 +2,18 @@
 # End to end on the shipped raccoon set, on CPU, in a few minutes:
 #   train (small DINO) -> evaluate -> inference -> export (ONNX) -> FP32 and INT8 engines
 #   (ONNX Runtime here; TensorRT where it and an NVIDIA GPU exist) -> evaluate each engine.
-# Usage: bash examples/demo.sh [dino|detectnet_v2] [RESULTS_DIR]   (default dino, results/demo; from anywhere)
+# Usage: bash examples/demo.sh [dino|detectnet_v2|oneformer] [RESULTS_DIR]   (default dino, results/demo; from anywhere)
 #   detectnet_v2: the TensorFlow path instead (examples/demo_detectnet_v2.sh: convert, train, prune,
 #   retrain, INT8 export, engines; its own venv and results/demo_detectnet_v2);
+#   oneformer: segmentation instead (examples/demo_oneformer.sh: train on the COCO panoptic sample,
+#   PQ, inference in three modes, FP32 / FP16 engines; the same venv, results/demo_oneformer);
 #   DEMO_VENV=/path/to/venv reuses a virtual environment that already has the packages;
 #   DEMO_SPEC=my.yaml runs the same steps on another spec of the same shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   detectnet_v2) shift; exec bash examples/demo_detectnet_v2.sh "$@" ;;
+  oneformer) shift; exec bash examples/demo_oneformer.sh "$@" ;;
   dino) shift ;;
 esac
 OUT=${1:-results/demo}
@@ -33,6 +36,7 @@ if [ ! -x "$VENV/bin/tao" ] || [ ! -x "$VENV/bin/tao-converter" ]; then
   fi
   echo "   installed in $((SECONDS - START)) s"
 fi
+if [ -n "${DEMO_INSTALL_ONLY:-}" ]; then exit 0; fi  # demo_oneformer.sh shares this install
 TAO="$VENV/bin/tao"
 CKPT="$OUT/train/dino_model_latest.pth"
 ONNX="$OUT/export/dino.onnx"

@@ -218,6 +218,13 @@ print(f"\nlatency, ms (median [min-max] of 5, CPU): {'':6s}" + "".join(f"{k:>22s
 for batch, d in lat.items():
     cells = "".join(f"{d[k]['median_ms']:>9.1f} [{d[k]['min_ms']:.1f}-{d[k]['max_ms']:.1f}]".rjust(22) for k in ("keras", "fp32", "int8"))
     print(f"{batch:>48s}{cells}")
-print(f"\nINT8 - FP32 AP: {rows[3][1] - rows[2][1]:+.2f} points (fold 0), {rows[5][1] - rows[4][1]:+.2f} (val folder)")
+drops = {"fold 0": rows[3][1] - rows[2][1], "val folder": rows[5][1] - rows[4][1]}
+print("\nINT8 - FP32 AP: " + ", ".join(f"{d:+.2f} points ({k})" for k, d in drops.items()))
+missed = {k: d for k, d in drops.items() if d < -1.0}
+if missed:  # the promise is INT8 within 1.0 AP point of FP32; say so when this run misses it
+    print("WARNING: the INT8 engine is more than 1.0 AP point below FP32 on " + ", ".join(missed) + ". On 32 / 40 "
+          "images one box crossing the IoU 0.5 line moves AP by 1.4-2.7 points: see the engine's agreement with "
+          "FP32 in the INT8 export log (mean IoU of the boxes), and benchmarks/detectnet.py --demo-dir for both "
+          "sets together. A QAT retrain (training_config.enable_qat) gives the engine the model's own scales.")
 print(f"outputs in {out}; {seconds} s in all")
 PY
