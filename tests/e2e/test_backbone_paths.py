@@ -17,7 +17,9 @@ from tao_pytorch.detr.data.dataset import with_mask_channel
 from tao_pytorch.detr.network import detr_network
 
 # the smallest variant of each family (CPU-sized); the bigger ones share its code
-BACKBONES = ["gc_vit_xxtiny"]
+BACKBONES = ["gc_vit_xxtiny", "fan_tiny", "vit_tiny_nvdinov2"]
+# ViT-Adapters train on fixed square crops (LSJ), which also size their position embeddings
+EXTRA_AUGMENTATION = {"vit_tiny_nvdinov2": {"fixed_random_crop": 128}}
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -29,7 +31,8 @@ def test_train_export_engine(backbone, data, tmp_path):
                       dataset={"train_data_sources": sources,
                                "augmentation": {"scales": [128], "train_random_resize": [120, 128],
                                                 "train_random_crop_min": 96, "train_random_crop_max": 128,
-                                                "test_random_resize": INPUT_HW[0], "random_resize_max_size": 192}},
+                                                "test_random_resize": INPUT_HW[0], "random_resize_max_size": 192,
+                                                **EXTRA_AUGMENTATION.get(backbone, {})}},
                       # no validation (the engine check below is the comparison); checkpointing on,
                       # the spec default, so the backbone's checkpointed blocks run under training
                       train={"num_epochs": 1, "validation_interval": 2, "activation_checkpoint": True, "seed": 3})
