@@ -267,9 +267,11 @@ def _apply_precision(model, precision, calibration, cache, keep_fp32_ops, keep_f
     op_types = calibration.op_types or graph.op_types
     kept = tuple(dict.fromkeys((*calibration.exclude_nodes, *keep_fp32_nodes,
                                 *prec.keep_float_nodes(model, calibration.keep_float))))
-    log.info("INT8 graph: %s (%s activations, %s weights%s), %d nodes kept in float by %s", graph.name,
+    reasons = [*(["layers_precision"] if keep_fp32_nodes else []), *(["exclude_nodes"] if calibration.exclude_nodes else []),
+               *([f"int8_keep_float {list(calibration.keep_float)}"] if calibration.keep_float else [])]
+    log.info("INT8 graph: %s (%s activations, %s weights%s), %d nodes kept in float%s", graph.name,
              graph.activation_type, graph.weight_type, ", 7-bit weights" if graph.reduce_range else "",
-             len(kept), list(calibration.keep_float) or "nothing")
+             len(kept), f" ({', '.join(reasons)})" if reasons else "")
     try:
         prepared = prec.insert_qdq(model, amax, op_types, kept, graph)
     except TaoUserError as e:
