@@ -10,7 +10,7 @@ NEEDS. The paths in the examples don't exist: loading a spec never touches data.
 import logging
 
 import pytest
-from specs_detr_helpers import NEEDS, example_text, load_ok
+from specs_detr_helpers import NEEDS, example_text, load_ok, spec_errors
 
 # (file, network, task, mount point, needs added)
 EXAMPLES = [
@@ -80,6 +80,20 @@ def test_dino_vit_example_values():
     assert cfg.model.backbone == "vit_large_nvdinov2"
     assert cfg.dataset.augmentation.fixed_random_crop == 1024
     assert cfg.train.optim.layer_decay_rate == cfg.train.optim.lr_decay_rate == pytest.approx(0.65)
+
+
+def test_a_vit_backbone_without_the_lsj_crop_is_one_clear_error():
+    text = example_text("000_dino_vit_train.yaml").replace("fixed_random_crop: 1024", "fixed_random_crop: null")
+    assert "fixed_random_crop: null" in text
+    errors = spec_errors("dino", "train", text=text)
+    assert [(e.path, e.value) for e in errors] == [("dataset.augmentation.fixed_random_crop", None)]
+    assert "a crop size (a multiple of 32" in str(errors[0]) and "vit_large_nvdinov2" in str(errors[0])
+    for backbone in ("vit_tiny_nvdinov2", "resnet_18"):  # every ViT needs it; other backbones do not
+        overrides = [f"model.backbone={backbone}"]
+        if backbone.startswith("vit_"):
+            assert spec_errors("dino", "train", overrides, text=text)
+        else:
+            assert load_ok("dino", "train", text, overrides).dataset.augmentation.fixed_random_crop is None
 
 
 def test_train_section_example_reconciles_gpus():
